@@ -1,0 +1,102 @@
+"""The preprocessing check: does the audit feed the model the way it was trained?
+
+On a stratified subsample the model is run under every resize method and every pixel scaling; this
+module turns the resulting predictions into accuracies and plain-language warnings. Two things are
+flagged:
+
+* **mismatch**: some other setting beats the chosen one by more than ``mismatch_points`` (2) points
+  of accuracy, so the audit's preprocessing probably differs from training's;
+* **resize sensitivity**: under the chosen scaling, the resize methods differ by more than
+  ``spread_points`` (5) points, so the resize choice alone moves every number in the report.
+
+(The scalings themselves always differ hugely for a trained model, so their spread is not a warning.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ._common import jsonable
+
+
+@dataclass(frozen=True)
+class PreprocessingCheck:
+    """Accuracy of each (resize, scaling) setting on the same subsample."""
+
+    n_samples: int
+    resize_methods: tuple[str, ...]
+    scalings: tuple[str, ...]
+    accuracy: tuple[tuple[float, ...], ...]  # [resize][scaling]
+    chosen: tuple[str, str]
+    best: tuple[str, str]
+    chosen_accuracy: float
+    best_accuracy: float
+    resize_spread: float  # max - min accuracy over resize methods, chosen scaling
+    warnings: tuple[str, ...]
+    mismatch_points: float
+    spread_points: float
+
+    def to_dict(self) -> dict:
+        return jsonable({k: getattr(self, k) for k in self.__dataclass_fields__})
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessingCheck":
+        return cls(
+            n_samples=int(d["n_samples"]), resize_methods=tuple(d["resize_methods"]), scalings=tuple(d["scalings"]),
+            accuracy=tuple(tuple(float("nan") if v is None else float(v) for v in row) for row in d["accuracy"]),
+            chosen=tuple(d["chosen"]), best=tuple(d["best"]), chosen_accuracy=float(d["chosen_accuracy"]),
+            best_accuracy=float(d["best_accuracy"]), resize_spread=float(d["resize_spread"]),
+            warnings=tuple(d["warnings"]), mismatch_points=float(d["mismatch_points"]),
+            spread_points=float(d["spread_points"]),
+        )
+
+
+def describe(setting: tuple[str, str]) -> str:
+    return f"--resize {setting[0]} --preprocess {setting[1]}"
+
+
+def compute_preprocessing_check(y_true: Sequence[int], predictions: Mapping[tuple[str, str], np.ndarray], *,
+                                chosen: tuple[str, str], mismatch_points: float = 2.0,
+                                spread_points: float = 5.0) -> PreprocessingCheck:
+    """Accuracies and warnings from predicted labels under each setting.
+
+    Parameters
+    ----------
+    y_true : (m,) int, true labels of the subsample.
+    predictions : {(resize, scaling): (m,) predicted labels}; must contain ``chosen``.
+    chosen : the (resize, scaling) the audit uses.
+    """
+    y_true = np.asarray(y_true)
+    if chosen not in predictions:
+        raise ValueError(f"the chosen setting {chosen} has no predictions")
+    resizes = tuple(dict.fromkeys(r for r, _ in predictions))
+    scalings = tuple(dict.fromkeys(s for _, s in predictions))
+    acc = {key: float(np.mean(np.asarray(pred) == y_true)) if len(y_true) else float("nan")
+           for key, pred in predictions.items()}
+    grid = tuple(tuple(acc.get((r, s), float("nan")) for s in scalings) for r in resizes)
+    # ties go to the chosen setting, then to the first in table order
+    best = max(acc, key=lambda key: (acc[key], key == chosen))
+    chosen_acc, best_acc = acc[chosen], acc[best]
+    same_scaling = [acc[(r, chosen[1])] for r in resizes if (r, chosen[1]) in acc]
+    spread = max(same_scaling) - min(same_scaling)
+    warnings = []
+    if (best_acc - chosen_acc) * 100 > mismatch_points:
+        warnings.append(
+            f"Preprocessing mismatch: the audit's setting ({describe(chosen)}) scores {chosen_acc:.1%} on the "
+            f"{len(y_true)}-image check subsample, but {describe(best)} scores {best_acc:.1%}. The audit probably "
+            f"does not prepare images the way training did, and every number in this report depends on it; "
+            f"re-run with {describe(best)} or fix the model's sidecar if that is how it was trained.")
+    if spread * 100 > spread_points:
+        best_resize = max(resizes, key=lambda r: acc.get((r, chosen[1]), -1.0))
+        warnings.append(
+            f"Resize sensitivity: with --preprocess {chosen[1]}, accuracy moves by {spread * 100:.1f} points "
+            f"between resize methods ({min(same_scaling):.1%} to {max(same_scaling):.1%}; best: {best_resize}). "
+            f"Make sure the audit resizes images exactly as training did.")
+    return PreprocessingCheck(
+        n_samples=int(len(y_true)), resize_methods=resizes, scalings=scalings, accuracy=grid, chosen=chosen,
+        best=best, chosen_accuracy=chosen_acc, best_accuracy=best_acc, resize_spread=float(spread),
+        warnings=tuple(warnings), mismatch_points=mismatch_points, spread_points=spread_points,
+    )

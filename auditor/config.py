@@ -1,0 +1,87 @@
+"""The audit configuration: one frozen object, validated once at the boundary."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import input_error
+
+PREPROCESS_CHOICES = ("auto", "unit", "raw", "symmetric", "caffe")
+RESIZE_CHOICES = ("bilinear", "area", "nearest", "bicubic", "lanczos")
+FORMAT_CHOICES = ("html", "pdf", "json")
+DEFAULT_RESIZE = "bilinear"  # what keras.utils.image_dataset_from_directory uses (no antialiasing)
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Everything that decides what an audit computes and writes.
+
+    ``preprocess="auto"`` and ``resize=None`` are resolved per model (sidecar first) by the pipeline;
+    the effective values are recorded in the report.
+    """
+
+    model_paths: tuple[Path, ...]
+    data_path: Path
+    out_dir: Path = Path("audits")
+    formats: tuple[str, ...] = FORMAT_CHOICES
+    batch_size: int = 32
+    seed: int = 0
+    preprocess: str = "auto"
+    resize: str | None = None
+    class_names: tuple[str, ...] | None = None
+    unsafe_deserialization: bool = False
+    quiet: bool = False
+    strict: bool = False
+    n_bootstrap: int = 1000
+    preprocess_check_samples: int = 250
+    gallery_size: int = 12
+    workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
+
+    def __post_init__(self) -> None:
+        if not self.model_paths:
+            raise input_error("MODEL", "no model given", expected="at least one model file")
+        if self.batch_size < 1:
+            raise input_error("--batch-size", f"{self.batch_size} is not a positive integer")
+        if self.preprocess not in PREPROCESS_CHOICES:
+            raise input_error("--preprocess", f"unknown value {self.preprocess!r}",
+                              expected="one of " + ", ".join(PREPROCESS_CHOICES))
+        if self.resize is not None and self.resize not in RESIZE_CHOICES:
+            raise input_error("--resize", f"unknown value {self.resize!r}",
+                              expected="one of " + ", ".join(RESIZE_CHOICES))
+        if not self.formats:
+            raise input_error("--format", "no output format given",
+                              expected="a comma-separated subset of " + ",".join(FORMAT_CHOICES))
+        bad = [f for f in self.formats if f not in FORMAT_CHOICES]
+        if bad:
+            raise input_error("--format", f"unknown format {bad[0]!r}",
+                              expected="a comma-separated subset of " + ",".join(FORMAT_CHOICES))
+        if self.class_names is not None:
+            if any(not n for n in self.class_names):
+                raise input_error("--class-names", "an empty class name", expected="names separated by commas")
+            if len(set(self.class_names)) != len(self.class_names):
+                raise input_error("--class-names", "a class name is repeated")
+        if self.n_bootstrap < 0:
+            raise input_error("--bootstrap", f"{self.n_bootstrap} is negative")
+        if self.preprocess_check_samples < 0:
+            raise input_error("--preprocess-check-samples", f"{self.preprocess_check_samples} is negative")
+        if self.workers < 1:
+            raise input_error("--workers", f"{self.workers} is not a positive integer")
+
+    def to_dict(self) -> dict:
+        """JSON primitives only: the 'full effective configuration' shown in the report."""
+        d = asdict(self)
+        d["model_paths"] = [str(p) for p in self.model_paths]
+        d["data_path"] = str(self.data_path)
+        d["out_dir"] = str(self.out_dir)
+        d["formats"] = list(self.formats)
+        d["class_names"] = list(self.class_names) if self.class_names is not None else None
+        return d
+
+
+def parse_csv_option(value: str | None) -> tuple[str, ...] | None:
+    """Split ``a,b , c`` into ``("a", "b", "c")``; ``None`` or blank gives ``None``."""
+    if value is None or not value.strip():
+        return None
+    return tuple(part.strip() for part in value.split(","))

@@ -1,0 +1,329 @@
+"""The Keras model adapter: the only module that imports TensorFlow.
+
+It loads a model (``.keras``, legacy ``.h5``, or a TensorFlow SavedModel directory) with Keras's
+``safe_mode`` on, checks that it is an image classifier, resizes and scales images the way the
+model expects, and runs batched forward passes that return the class probabilities together with
+the penultimate-layer features (one multi-output model, so one pass serves every analysis).
+
+Resizing lives here, not in :mod:`auditor.data`, on purpose: ``tf.image.resize`` is what Keras's
+own folder loader uses, so doing the same call gives bit-identical inputs to the ones the model was
+trained on (OpenCV's bilinear/bicubic/nearest kernels differ from TensorFlow's in small but real ways).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+from .errors import AuditFailed, input_error
+from .preprocess import scale_pixels
+
+TF_RESIZE = {"bilinear": "bilinear", "area": "area", "nearest": "nearest", "bicubic": "bicubic",
+             "lanczos": "lanczos3"}
+MODEL_HINT = "a .keras or .h5 model file, or a TensorFlow SavedModel directory"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the report's header says about the model."""
+
+    path: str
+    file_name: str
+    sha256: str
+    format: str  # keras | h5 | savedmodel
+    name: str
+    param_count: int
+    input_shape: tuple[int, int, int]  # height, width, channels
+    n_outputs: int
+    output_type: str  # probabilities | logits
+    output_detection: str  # how output_type was decided
+    feature_layer: str | None
+    feature_dim: int | None
+    starts_with_rescaling: bool
+    safe_mode: bool
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        return d
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, or of a directory's files (relative names and contents, sorted)."""
+    h = hashlib.sha256()
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        if path.is_dir():
+            h.update(f.relative_to(path).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _load(path: Path, unsafe: bool):
+    """Load and return (model-like, format). Raises InputError with one clear line."""
+    if not path.exists():
+        raise input_error(path, "no such file or directory", expected=MODEL_HINT)
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise input_error(path, "is a directory without saved_model.pb", expected=MODEL_HINT)
+        try:
+            return tf.saved_model.load(str(path)), "savedmodel"
+        except Exception as exc:  # noqa: BLE001 - any loader failure is an input problem
+            raise input_error(path, f"could not be loaded as a SavedModel ({_first_line(exc)})") from None
+    suffix = path.suffix.lower()
+    if suffix == ".keras":
+        if not zipfile.is_zipfile(path):
+            raise input_error(path, "is not a Keras model (a .keras file is a zip archive; this one is not)")
+        fmt = "keras"
+    elif suffix in (".h5", ".hdf5"):
+        with open(path, "rb") as fh:
+            if fh.read(8) != b"\x89HDF\r\n\x1a\n":
+                raise input_error(path, "is not an HDF5 model file (no HDF5 signature)")
+        fmt = "h5"
+    else:
+        raise input_error(path, f"has the extension {suffix or '(none)'!r}", expected=MODEL_HINT)
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
+    except Exception as exc:  # noqa: BLE001
+        text = str(exc)
+        if "safe_mode" in text or "unsafe" in text.lower():
+            raise input_error(path, "needs unsafe deserialisation (it holds Python code, e.g. a Lambda layer)",
+                              hint="Only if you trust where it came from, re-run with --unsafe-deserialization") from None
+        raise input_error(path, f"could not be loaded as a Keras model ({_first_line(exc)})") from None
+    if not isinstance(model, keras.Model):
+        raise input_error(path, f"holds a {type(model).__name__}, not a Keras model")
+    return model, fmt
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _layer_of(tensor):
+    hist = getattr(tensor, "_keras_history", None)
+    return hist[0] if hist is not None else None
+
+
+def _activation_name(layer) -> str | None:
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    act = getattr(layer, "activation", None)
+    if act is None:
+        return None
+    return getattr(act, "__name__", None) or type(act).__name__
+
+
+def _starts_with_rescaling(model) -> bool:
+    """True when a Rescaling or Normalization layer comes before the first layer with weights."""
+    def walk(m):
+        for layer in m.layers:
+            if isinstance(layer, keras.Model):
+                yield from walk(layer)
+            else:
+                yield layer
+    for layer in walk(model):
+        if isinstance(layer, (keras.layers.Rescaling, keras.layers.Normalization)):
+            return True
+        if layer.weights:
+            return False
+    return False
+
+
+class KerasClassifier:
+    """A loaded image classifier with batched, feature-returning forward passes.
+
+    Parameters
+    ----------
+    path : model file or SavedModel directory.
+    unsafe : load with Keras ``safe_mode`` off (the report records it).
+    input_size : (height, width) to use when the model's input size is not fixed.
+    """
+
+    def __init__(self, path: Path, *, unsafe: bool = False, input_size: tuple[int, int] | None = None):
+        self.path = Path(path)
+        model, fmt = _load(self.path, unsafe)
+        self.format = fmt
+        self._features_note = None
+        if fmt == "savedmodel":
+            self._init_savedmodel(model, input_size)
+        else:
+            self._init_keras(model, input_size)
+        self.info = ModelInfo(
+            path=str(self.path), file_name=self.path.name, sha256=file_sha256(self.path), format=fmt,
+            name=self._name, param_count=self._param_count, input_shape=self.input_shape,
+            n_outputs=self.n_outputs, output_type=self._output_type or "pending",
+            output_detection=self._output_detection or "pending", feature_layer=self._feature_layer,
+            feature_dim=self._feature_dim, starts_with_rescaling=self._rescaling, safe_mode=not unsafe,
+        )
+
+    # -------------------------------------------------------------- set-up
+    def _check_shapes(self, in_shape, out_shape, input_size):
+        if len(in_shape) != 4:
+            raise input_error(self.path, f"is not an image classifier: input shape {tuple(in_shape)} has rank "
+                              f"{len(in_shape)}", expected="rank 4 (batch, height, width, channels)")
+        h, w, c = in_shape[1], in_shape[2], in_shape[3]
+        if h is None or w is None:
+            if input_size is None:
+                raise input_error(self.path, "has no fixed input size", hint="set input_size in its sidecar JSON")
+            h, w = input_size
+        if c not in (1, 3):
+            raise input_error(self.path, f"takes {c} channels", expected="1 (grayscale) or 3 (RGB) channels last")
+        if len(out_shape) != 2:
+            raise input_error(self.path, f"is not an image classifier: output shape {tuple(out_shape)} has rank "
+                              f"{len(out_shape)}", expected="rank 2 (batch, classes)")
+        if out_shape[1] is None or out_shape[1] < 2:
+            raise input_error(self.path, f"has {out_shape[1]} output(s)", expected="at least 2 classes")
+        self.input_shape = (int(h), int(w), int(c))
+        self.n_outputs = int(out_shape[1])
+
+    def _init_keras(self, model, input_size):
+        self.model = model
+        self._name = model.name
+        self._param_count = int(model.count_params())
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise input_error(self.path, f"has {len(model.inputs)} inputs and {len(model.outputs)} outputs",
+                              expected="one image input and one class output")
+        self._check_shapes(tuple(model.inputs[0].shape), tuple(model.outputs[0].shape), input_size)
+        self._rescaling = _starts_with_rescaling(model)
+        out_layer = _layer_of(model.outputs[0])
+        act = _activation_name(out_layer) if out_layer is not None else None
+        dense_layer = out_layer
+        if isinstance(out_layer, (keras.layers.Activation, keras.layers.Softmax)):
+            dense_layer = _layer_of(out_layer.input)
+        if act == "softmax":
+            self._output_type, self._output_detection = "probabilities", f"softmax in layer '{out_layer.name}'"
+        elif act == "linear":
+            self._output_type, self._output_detection = "logits", f"linear output layer '{out_layer.name}'; softmax applied"
+        else:
+            self._output_type = self._output_detection = None  # decided from the first batch
+        feats = None
+        self._feature_layer = self._feature_dim = None
+        if isinstance(dense_layer, keras.layers.Dense):
+            try:
+                feats = dense_layer.input
+                self._feature_layer = f"input of '{dense_layer.name}'"
+                dim = int(np.prod([d for d in feats.shape[1:]]))
+                self._feature_dim = dim
+            except Exception:  # noqa: BLE001 - features are optional
+                feats = None
+        if feats is None:
+            self._features_note = "no penultimate features: the output does not come from a Dense layer"
+        outputs = [model.outputs[0]] + ([feats] if feats is not None else [])
+        multi = keras.Model(model.inputs, outputs)
+        spec = tf.TensorSpec((None,) + self.input_shape, tf.float32)
+        has_feats = feats is not None
+
+        @tf.function(input_signature=[spec], reduce_retracing=True)
+        def forward(x):
+            out = multi(x, training=False)
+            if has_feats:
+                return out[0], tf.reshape(out[1], (tf.shape(out[1])[0], -1))
+            return out[0], tf.zeros((tf.shape(x)[0], 0))
+
+        self._forward = forward
+
+    def _init_savedmodel(self, loaded, input_size):
+        sigs = getattr(loaded, "signatures", {})
+        if "serving_default" not in sigs:
+            raise input_error(self.path, "SavedModel has no 'serving_default' signature")
+        sig = sigs["serving_default"]
+        inputs = sig.structured_input_signature[1]
+        outputs = sig.structured_outputs
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise input_error(self.path, f"SavedModel signature has {len(inputs)} inputs and {len(outputs)} outputs",
+                              expected="one image input and one class output")
+        in_name, in_spec = next(iter(inputs.items()))
+        out_name, out_spec = next(iter(outputs.items()))
+        self._check_shapes(tuple(in_spec.shape), tuple(out_spec.shape), input_size)
+        self.model = loaded
+        self._name = self.path.name
+        self._param_count = int(sum(int(np.prod(v.shape)) for v in getattr(loaded, "variables", [])))
+        self._rescaling = False
+        self._output_type = self._output_detection = None
+        self._feature_layer = self._feature_dim = None
+        self._features_note = "no penultimate features: SavedModel signatures expose only the output"
+
+        def forward(x):
+            out = sig(**{in_name: tf.cast(x, in_spec.dtype)})[out_name]
+            return out, tf.zeros((tf.shape(x)[0], 0))
+
+        self._forward = forward
+
+    # -------------------------------------------------------------- data path
+    @property
+    def features_note(self) -> str | None:
+        return self._features_note
+
+    def prepare(self, images: Sequence[np.ndarray], *, resize: str, scaling: str) -> np.ndarray:
+        """Resize uint8 RGB images (any sizes) to the model's input and scale them.
+
+        Returns float32 (n, h, w, c). Images of one shape are resized together in one call.
+        """
+        h, w, c = self.input_shape
+        out = np.empty((len(images), h, w, 3), dtype=np.float32)
+        groups: dict[tuple, list[int]] = {}
+        for i, img in enumerate(images):
+            groups.setdefault(img.shape, []).append(i)
+        method = TF_RESIZE[resize]
+        for shape, idx in groups.items():
+            stack = np.stack([images[i] for i in idx])
+            out[idx] = tf.image.resize(stack, (h, w), method=method, antialias=False).numpy()
+        if c == 1:
+            out = np.dot(out, np.array([0.2989, 0.5870, 0.1140], dtype=np.float32))[..., None]
+        return scale_pixels(out, scaling)
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run one batch. Returns probabilities (n, k) float64 and features (n, d) float32 (d may be 0)."""
+        raw, feats = self._forward(tf.convert_to_tensor(x, dtype=tf.float32))
+        raw = raw.numpy().astype(np.float64)
+        if self._output_type is None:
+            self._decide_output_type(raw)
+        if not np.all(np.isfinite(raw)):
+            raise AuditFailed(f"{self.path}: the model produced NaN or infinite outputs")
+        if self._output_type == "logits":
+            z = raw - raw.max(axis=1, keepdims=True)
+            e = np.exp(z)
+            probs = e / e.sum(axis=1, keepdims=True)
+        else:
+            probs = np.clip(raw, 0.0, None)
+            probs /= probs.sum(axis=1, keepdims=True)
+        return probs, feats.numpy()
+
+    def _decide_output_type(self, raw: np.ndarray) -> None:
+        finite = raw[np.all(np.isfinite(raw), axis=1)]
+        is_probs = (len(finite) > 0 and finite.min() >= -1e-6 and finite.max() <= 1 + 1e-6
+                    and np.abs(finite.sum(axis=1) - 1).max() < 1e-3)
+        if is_probs:
+            self._output_type, self._output_detection = "probabilities", "outputs are non-negative and sum to 1"
+        else:
+            self._output_type, self._output_detection = "logits", "outputs do not sum to 1; softmax applied"
+        self.info = _replace(self.info, output_type=self._output_type, output_detection=self._output_detection)
+
+    def predict_arrays(self, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Probabilities for already prepared inputs, in batches."""
+        parts = [self.forward(x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.n_outputs))
+
+
+def _replace(info: ModelInfo, **changes) -> ModelInfo:
+    d = asdict(info)
+    d.update(changes)
+    return ModelInfo(**d)
+
+
+def environment() -> dict:
+    """Versions and devices, for the report header."""
+    gpus = tf.config.list_physical_devices("GPU")
+    return {"tensorflow": tf.__version__, "keras": keras.__version__,
+            "devices": "GPU: " + ", ".join(g.name for g in gpus) if gpus else "CPU only"}

@@ -1,0 +1,279 @@
+"""``run_audit(config)``: orchestration of one audit per model, and nothing else.
+
+data discovery -> model loading and class matching (all input errors raised here, before any
+forward pass) -> one clean pass -> pure analyses (each failure recorded, not raised) -> report.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import SCHEMA_VERSION, __version__
+from .analyses.dataquality import compute_data_quality
+from .analyses.metrics import compute_classification_metrics
+from .analyses.preprocessing import compute_preprocessing_check
+from .classes import ClassMapping, resolve_classes
+from .config import DEFAULT_RESIZE, RESIZE_CHOICES, AuditConfig
+from .data import DatasetIndex, discover, fingerprint, iter_batches, load_sample, stratified_subsample, thumbnail
+from .errors import input_error
+from .preprocess import SCALINGS, scale_pixels
+from .progress import QUIET, Progress
+from .report.document import AuditReport, Failure, GalleryItem
+from .sidecar import Sidecar, load_sidecar
+
+
+@dataclass
+class PreparedModel:
+    """A loaded model with everything decided about how to feed it."""
+
+    path: Path
+    adapter: object  # auditor.model.KerasClassifier
+    sidecar: Sidecar | None
+    mapping: ClassMapping
+    scaling: str
+    scaling_source: str
+    resize: str
+    resize_source: str
+
+
+@dataclass
+class CleanPass:
+    """What one pass of the data through the model produced (valid images only, in sample order)."""
+
+    sample_idx: np.ndarray  # (n,) index into DatasetIndex.samples
+    y_true: np.ndarray  # (n,) model class index
+    probs: np.ndarray  # (n, k)
+    features: np.ndarray  # (n, d), d may be 0
+    hashes: list[str]  # content sha256 per valid image
+    failed: list[tuple[str, str]]  # (rel, reason) for files that did not decode
+    all_hashes: dict[int, str]  # sample index -> sha256 for every file read
+    seconds: float
+
+
+@dataclass(frozen=True)
+class AuditOutcome:
+    report: AuditReport
+    out_dir: Path | None
+
+
+def run_audit(config: AuditConfig, *, progress: Progress = QUIET,
+              write: Callable | None = None) -> list[AuditOutcome]:
+    """Audit every model in ``config`` on its data set; return the reports (written when ``write``).
+
+    ``write(report, clean_pass, prepared, index, config)`` persists one report and returns its folder;
+    the CLI passes :func:`auditor.history.write_report`.
+    """
+    index = discover(config.data_path)
+    if not index.samples:
+        raise input_error(config.data_path, "holds no image file", expected="images with extension "
+                          "jpg, jpeg, png, bmp, tif or tiff inside class folders")
+    prepared = [prepare_model(config, path, index) for path in config.model_paths]
+    outcomes = []
+    for pm in prepared:
+        report, cp = audit_model(config, pm, index, progress)
+        out_dir = write(report, cp, pm, index, config) if write else None
+        outcomes.append(AuditOutcome(report, out_dir))
+    return outcomes
+
+
+def prepare_model(config: AuditConfig, path: Path, index: DatasetIndex) -> PreparedModel:
+    """Load the model and decide class order, scaling and resize. Raises InputError on any mismatch."""
+    from .model import KerasClassifier  # TensorFlow is imported here, not at package import
+
+    sidecar = load_sidecar(path)
+    adapter = KerasClassifier(path, unsafe=config.unsafe_deserialization,
+                              input_size=sidecar.input_size if sidecar else None)
+    if sidecar and sidecar.input_size and tuple(sidecar.input_size) != adapter.input_shape[:2]:
+        raise input_error(sidecar.path, f"says input_size {list(sidecar.input_size)} but the model takes "
+                          f"{list(adapter.input_shape[:2])}")
+    labels_with_images = [lab for lab, n in index.counts().items() if n > 0]
+    mapping = resolve_classes(
+        adapter.n_outputs, data_labels=index.labels, labels_with_images=labels_with_images,
+        sidecar_names=sidecar.class_names if sidecar else None, sidecar_path=sidecar.path if sidecar else None,
+        cli_names=config.class_names, data_path=config.data_path)
+    if config.preprocess != "auto":
+        scaling, scaling_source = config.preprocess, "--preprocess"
+    elif sidecar and sidecar.preprocess:
+        scaling, scaling_source = sidecar.preprocess, "sidecar"
+    elif adapter.info.starts_with_rescaling:
+        scaling, scaling_source = "raw", "auto: the model starts with its own Rescaling/Normalization layer"
+    else:
+        scaling, scaling_source = "unit", "auto: default (no sidecar, no rescaling layer in the model)"
+    if config.resize:
+        resize, resize_source = config.resize, "--resize"
+    elif sidecar and sidecar.resize:
+        resize, resize_source = sidecar.resize, "sidecar"
+    else:
+        resize, resize_source = DEFAULT_RESIZE, "default (as keras.utils.image_dataset_from_directory)"
+    return PreparedModel(path, adapter, sidecar, mapping, scaling, scaling_source, resize, resize_source)
+
+
+def clean_pass(pm: PreparedModel, index: DatasetIndex, config: AuditConfig, progress: Progress) -> CleanPass:
+    """One streaming pass: decode in threads, resize+scale, forward; keep per-sample vectors only."""
+    adapter = pm.adapter
+    samples = index.samples
+    n, k = len(samples), adapter.n_outputs
+    probs = np.zeros((n, k), dtype=np.float64)
+    feats = None
+    ok = np.zeros(n, dtype=bool)
+    failed: list[tuple[str, str]] = []
+    all_hashes: dict[int, str] = {}
+    t0 = time.perf_counter()
+    with progress.stage("model pass", n) as bar:
+        for batch in iter_batches(samples, config.batch_size, workers=config.workers):
+            all_hashes.update(batch.hashes)
+            failed.extend((samples[f.index].rel, f.error) for f in batch.failed)
+            if batch.indices:
+                x = adapter.prepare(batch.images, resize=pm.resize, scaling=pm.scaling)
+                p, f = adapter.forward(x)
+                if feats is None:
+                    feats = np.zeros((n, f.shape[1]), dtype=np.float32)
+                idx = np.asarray(batch.indices)
+                probs[idx], feats[idx], ok[idx] = p, f, True
+            bar.update(len(batch.indices) + len(batch.failed))
+    seconds = time.perf_counter() - t0
+    if not ok.any():
+        raise input_error(config.data_path, f"holds no readable image: all {n} image files failed to decode "
+                          f"(first: {failed[0][0]}: {failed[0][1]})")
+    sel = np.flatnonzero(ok)
+    y_true = np.array([pm.mapping.data_to_model[samples[i].label] for i in sel], dtype=np.int64)
+    if feats is None:
+        feats = np.zeros((n, 0), dtype=np.float32)
+    return CleanPass(sel, y_true, probs[sel], feats[sel], [all_hashes[i] for i in sel], failed, all_hashes, seconds)
+
+
+def run_preprocessing_check(pm: PreparedModel, index: DatasetIndex, cp: CleanPass, config: AuditConfig,
+                            progress: Progress):
+    """Forward a stratified subsample under every (resize, scaling); analysis is pure arithmetic."""
+    m = config.preprocess_check_samples
+    sub = stratified_subsample(cp.y_true, m, seed=config.seed)
+    images = []
+    for j in sub:
+        loaded = load_sample(int(j), index.samples[cp.sample_idx[j]])
+        images.append(loaded.image)
+    chosen = (pm.resize, pm.scaling)
+    preds: dict[tuple[str, str], np.ndarray] = {}
+    settings = [(r, s) for r in RESIZE_CHOICES for s in SCALINGS]
+    with progress.stage("preprocessing check", len(settings)) as bar:
+        for r in RESIZE_CHOICES:
+            resized = pm.adapter.prepare(images, resize=r, scaling="raw")  # [0, 255] floats
+            for s in SCALINGS:
+                if (r, s) == chosen:
+                    preds[(r, s)] = cp.probs[sub].argmax(axis=1)  # the clean pass already has these
+                else:
+                    x = scale_pixels(resized, s)
+                    preds[(r, s)] = pm.adapter.predict_arrays(x, config.batch_size).argmax(axis=1)
+                bar.update(1)
+    return compute_preprocessing_check(cp.y_true[sub], preds, chosen=chosen)
+
+
+def _attempt(name: str, failures: list[Failure], fn: Callable, *args, **kwargs):
+    """Run one analysis; a crash becomes a recorded failure (one line) instead of sinking the audit."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - recorded and shown in the report
+        last = traceback.extract_tb(exc.__traceback__)[-1]
+        failures.append(Failure(name, f"{type(exc).__name__}: {' '.join(str(exc).split())} "
+                                      f"(at {Path(last.filename).name}:{last.lineno})"))
+        return None
+
+
+def audit_model(config: AuditConfig, pm: PreparedModel, index: DatasetIndex,
+                progress: Progress = QUIET) -> tuple[AuditReport, CleanPass]:
+    """Run the clean pass and every analysis for one prepared model."""
+    timings: dict[str, float] = {}
+    progress.info(f"auditing {pm.path.name} on {len(index.samples)} image files in {config.data_path}")
+    cp = clean_pass(pm, index, config, progress)
+    timings["model_pass"] = round(cp.seconds, 3)
+    failures: list[Failure] = []
+    names = pm.mapping.model_classes
+    samples = index.samples
+
+    t = time.perf_counter()
+    metrics = _attempt("classification", failures, compute_classification_metrics, cp.y_true, cp.probs,
+                       class_names=names, n_bootstrap=config.n_bootstrap, seed=config.seed,
+                       n_mistakes=config.gallery_size)
+    timings["classification"] = round(time.perf_counter() - t, 3)
+
+    check = None
+    if config.preprocess_check_samples > 0:
+        t = time.perf_counter()
+        check = _attempt("preprocessing_check", failures, run_preprocessing_check, pm, index, cp, config, progress)
+        timings["preprocessing_check"] = round(time.perf_counter() - t, 3)
+
+    skipped = [(s.rel, s.reason) for s in index.skipped] + cp.failed
+    skipped.sort()
+    used_paths = [samples[i].rel for i in cp.sample_idx]
+    used_labels = [samples[i].label for i in cp.sample_idx]
+    dq = compute_data_quality(used_paths=used_paths, used_labels=used_labels, used_hashes=cp.hashes,
+                              skipped=skipped, labels=index.labels, empty_classes=index.empty_labels)
+
+    mistakes = ()
+    if metrics is not None:
+        pred = cp.probs.argmax(axis=1)
+        mistakes = tuple(GalleryItem(
+            index=int(j), path=used_paths[j], true_label=names[cp.y_true[j]], predicted_label=names[pred[j]],
+            confidence=float(cp.probs[j, pred[j]]), true_probability=float(cp.probs[j, cp.y_true[j]]),
+        ) for j in metrics.most_confident_mistakes)
+
+    fp = fingerprint([(samples[i].rel, samples[i].label, h) for i, h in cp.all_hashes.items() if h])
+    info = pm.adapter.info
+    created = datetime.now(timezone.utc)
+    report_id = f"{created.strftime('%Y%m%dT%H%M%SZ')}-{info.sha256[:8]}"
+    summary = build_summary(metrics, check, dq, failures, pm)
+    from .model import environment  # TensorFlow is already loaded by now
+    report = AuditReport(
+        schema_version=SCHEMA_VERSION, report_id=report_id, tool_version=__version__,
+        created_utc=created.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        model={**info.to_dict(), "sidecar": pm.sidecar.to_dict() if pm.sidecar else None,
+               "features_note": pm.adapter.features_note},
+        preprocessing={"scaling": pm.scaling, "scaling_source": pm.scaling_source,
+                       "resize": pm.resize, "resize_source": pm.resize_source},
+        classes=pm.mapping.to_dict(),
+        dataset={"path": str(config.data_path), "source": index.source, "fingerprint": fp,
+                 "n_images": int(len(cp.sample_idx)), "n_skipped": len(skipped),
+                 "counts": dict(dq.counts)},
+        environment={"python": platform.python_version(), "platform": platform.platform(),
+                     **environment()},
+        config=config.to_dict(), summary=summary, data_quality=dq, classification=metrics,
+        preprocessing_check=check, mistakes=mistakes, failures=tuple(failures), timings=timings,
+    )
+    return report, cp
+
+
+def build_summary(metrics, check, dq, failures, pm: PreparedModel) -> dict:
+    """Headline numbers and every warning, in the order a reviewer should read them."""
+    warnings: list[str] = []
+    if check is not None:
+        warnings.extend(check.warnings)
+    if pm.adapter.info.output_type == "logits":
+        warnings.append("The model outputs logits; the audit applied softmax to get probabilities.")
+    if not pm.adapter.info.safe_mode:
+        warnings.append("The model was loaded with safe_mode off (--unsafe-deserialization): it can run "
+                        "arbitrary code; audit only models from sources you trust.")
+    warnings.extend(dq.warnings)
+    warnings.extend(pm.mapping.notes)
+    for f in failures:
+        warnings.append(f"The {f.analysis.replace('_', ' ')} analysis failed: {f.error}")
+    headline = {}
+    if metrics is not None:
+        headline = {
+            "accuracy": metrics.accuracy, "accuracy_ci": list(metrics.accuracy_ci),
+            "f1_macro": metrics.f1_macro, "f1_macro_ci": list(metrics.f1_macro_ci),
+            "balanced_accuracy": metrics.balanced_accuracy,
+            "balanced_accuracy_ci": list(metrics.balanced_accuracy_ci),
+            "roc_auc_macro": metrics.roc_auc_macro, "top2_accuracy": metrics.top2_accuracy,
+            "n_images": metrics.n_samples, "n_classes_evaluated": len(metrics.evaluated_classes),
+            "weakest_class": min(({"name": r.name, "recall": r.recall, "support": r.support}
+                                  for r in metrics.per_class if r.support > 0), key=lambda c: c["recall"]),
+        }
+    return {"headline": headline, "warnings": warnings, "n_failures": len(failures)}
+

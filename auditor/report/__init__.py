@@ -1,0 +1,1 @@
+"""Rendering: figures from result objects, then JSON, HTML (Jinja2) and PDF (WeasyPrint)."""

@@ -1,0 +1,91 @@
+"""The audit report as data: what every renderer (JSON, HTML, PDF) reads and none changes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..analyses._common import jsonable
+from ..analyses.dataquality import DataQuality
+from ..analyses.metrics import ClassificationMetrics
+from ..analyses.preprocessing import PreprocessingCheck
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An analysis that raised: recorded and shown, not fatal (``--strict`` makes it exit 1)."""
+
+    analysis: str
+    error: str
+
+    def to_dict(self) -> dict:
+        return {"analysis": self.analysis, "error": self.error}
+
+
+@dataclass(frozen=True)
+class GalleryItem:
+    """One image of a gallery: ``index`` into predictions.csv rows, and what the model said."""
+
+    index: int
+    path: str
+    true_label: str
+    predicted_label: str
+    confidence: float
+    true_probability: float
+
+    def to_dict(self) -> dict:
+        return jsonable({k: getattr(self, k) for k in self.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    schema_version: int
+    report_id: str
+    tool_version: str
+    created_utc: str
+    model: dict[str, Any]
+    preprocessing: dict[str, Any]
+    classes: dict[str, Any]
+    dataset: dict[str, Any]
+    environment: dict[str, Any]
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    data_quality: DataQuality
+    classification: ClassificationMetrics | None = None
+    preprocessing_check: PreprocessingCheck | None = None
+    mistakes: tuple[GalleryItem, ...] = ()
+    failures: tuple[Failure, ...] = ()
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return jsonable({
+            "schema_version": self.schema_version, "report_id": self.report_id,
+            "tool_version": self.tool_version, "created_utc": self.created_utc,
+            "model": self.model, "preprocessing": self.preprocessing, "classes": self.classes,
+            "dataset": self.dataset, "environment": self.environment, "config": self.config,
+            "summary": self.summary, "data_quality": self.data_quality.to_dict(),
+            "results": {
+                "classification": self.classification.to_dict() if self.classification else None,
+                "preprocessing_check": self.preprocessing_check.to_dict() if self.preprocessing_check else None,
+                "most_confident_mistakes": [m.to_dict() for m in self.mistakes],
+            },
+            "failures": [f.to_dict() for f in self.failures],
+            "timings_seconds": self.timings,
+        })
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AuditReport":
+        res = d["results"]
+        return cls(
+            schema_version=d["schema_version"], report_id=d["report_id"], tool_version=d["tool_version"],
+            created_utc=d["created_utc"], model=d["model"], preprocessing=d["preprocessing"],
+            classes=d["classes"], dataset=d["dataset"], environment=d["environment"], config=d["config"],
+            summary=d["summary"], data_quality=DataQuality.from_dict(d["data_quality"]),
+            classification=(ClassificationMetrics.from_dict(res["classification"])
+                            if res.get("classification") else None),
+            preprocessing_check=(PreprocessingCheck.from_dict(res["preprocessing_check"])
+                                 if res.get("preprocessing_check") else None),
+            mistakes=tuple(GalleryItem(**m) for m in res.get("most_confident_mistakes", [])),
+            failures=tuple(Failure(**f) for f in d.get("failures", [])),
+            timings=d.get("timings_seconds", {}),
+        )

@@ -1,0 +1,153 @@
+"""Figures made from result objects: one function per figure, each returning PNG bytes.
+
+No pyplot state: every figure is a fresh :class:`matplotlib.figure.Figure` on the Agg canvas, so
+figures are thread-safe and never leak between reports. Nothing here computes a metric.
+"""
+
+from __future__ import annotations
+
+import io
+import textwrap
+
+import matplotlib
+import matplotlib.patches
+
+matplotlib.use("Agg", force=False)
+import numpy as np  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from ..analyses.metrics import ClassificationMetrics  # noqa: E402
+from ..analyses.preprocessing import PreprocessingCheck  # noqa: E402
+
+DPI = 160
+PALETTE = ["#1f5fa8", "#d9822b", "#2a9d5c", "#c0392b", "#7d4fb5", "#8c6d31", "#d35fb7", "#5f6b7a",
+           "#17becf", "#9c9c2a"]
+STYLE = {"font.size": 8.5, "axes.titlesize": 9.5, "axes.labelsize": 8.5, "xtick.labelsize": 8,
+         "ytick.labelsize": 8, "legend.fontsize": 7.5, "font.family": "DejaVu Sans"}
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _new(width: float, height: float) -> Figure:
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(width, height), layout="constrained")
+    return fig
+
+
+def _short(name: str, width: int = 14) -> str:
+    return "\n".join(textwrap.wrap(name, width)) or name
+
+
+def _heatmap(values: np.ndarray, annot: np.ndarray, names, title: str, cmap: str, vmax: float | None,
+             cbar_label: str) -> bytes:
+    k = len(names)
+    size = min(6.2, 1.6 + 0.55 * k)
+    with matplotlib.rc_context(STYLE):
+        fig = _new(size + 0.9, size)
+        ax = fig.add_subplot()
+        sns.heatmap(values, ax=ax, annot=annot, fmt="", cmap=cmap, vmin=0, vmax=vmax, square=True,
+                    linewidths=0.5, linecolor="white", cbar_kws={"label": cbar_label, "shrink": 0.8},
+                    xticklabels=[_short(n) for n in names], yticklabels=[_short(n) for n in names],
+                    annot_kws={"fontsize": 8 if k <= 8 else 6})
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title(title)
+        ax.tick_params(axis="x", rotation=45 if k > 5 else 0)
+        ax.tick_params(axis="y", rotation=0)
+        return _png(fig)
+
+
+def confusion_counts(m: ClassificationMetrics) -> bytes:
+    """Confusion matrix as counts (rows: true class)."""
+    cm = np.asarray(m.confusion, dtype=float)
+    annot = np.asarray(m.confusion).astype(str)
+    return _heatmap(cm, annot, m.class_names, "Confusion matrix (counts)", "Blues", None, "images")
+
+
+def confusion_normalized(m: ClassificationMetrics) -> bytes:
+    """Row-normalised confusion matrix: each row shows where the images of one true class went."""
+    cm = np.asarray(m.confusion, dtype=float)
+    rows = cm.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norm = np.where(rows > 0, cm / rows, np.nan)
+    annot = np.where(np.isnan(norm), "–", np.char.mod("%.0f%%", np.nan_to_num(norm) * 100))
+    return _heatmap(norm, annot, m.class_names, "Confusion matrix (row-normalised: recall on the diagonal)",
+                    "Purples", 1.0, "share of the true class")
+
+
+def roc_curves(m: ClassificationMetrics) -> bytes:
+    """One-vs-rest ROC curve per class with its AUC."""
+    with matplotlib.rc_context(STYLE):
+        fig = _new(5.6, 4.4)
+        ax = fig.add_subplot()
+        for i, curve in enumerate(m.roc):
+            ax.plot(curve.fpr, curve.tpr, color=PALETTE[i % len(PALETTE)], lw=1.6,
+                    label=f"{curve.name} (AUC {curve.auc:.3f})")
+        ax.plot([0, 1], [0, 1], ls="--", color="#999999", lw=0.8, label="chance")
+        ax.set_xlim(-0.01, 1.01)
+        ax.set_ylim(-0.01, 1.01)
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate (recall)")
+        ax.set_title(f"One-vs-rest ROC curves (macro AUC {m.roc_auc_macro:.3f})")
+        ax.legend(loc="lower right", frameon=False)
+        ax.grid(alpha=0.25)
+        ax.set_aspect("equal")
+        return _png(fig)
+
+
+def recall_intervals(m: ClassificationMetrics) -> bytes:
+    """Per-class recall with its bootstrap and Wilson 95% intervals (wide bars = little evidence)."""
+    rows = [r for r in m.per_class if r.support > 0]
+    with matplotlib.rc_context(STYLE):
+        fig = _new(5.6, 0.9 + 0.42 * max(len(rows), 1))
+        ax = fig.add_subplot()
+        y = np.arange(len(rows))[::-1]
+        for yi, r in zip(y, rows):
+            ax.plot(r.recall_wilson, [yi - 0.12] * 2, color="#b0b7c3", lw=5, solid_capstyle="butt",
+                    label="Wilson 95% interval" if yi == y[0] else None)
+            ax.plot(r.recall_ci, [yi + 0.12] * 2, color="#1f5fa8", lw=2.2,
+                    label="bootstrap 95% interval" if yi == y[0] else None)
+            ax.plot([r.recall], [yi], "o", color="#0b2545", ms=5, label="recall" if yi == y[0] else None)
+        ax.set_yticks(y, [f"{r.name} (n={r.support})" for r in rows])
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_xlabel("recall (share of the class found)")
+        ax.axvline(m.accuracy, color="#d9822b", ls=":", lw=1, label=f"overall accuracy {m.accuracy:.1%}")
+        ax.set_title("Recall per class with 95% intervals")
+        ax.grid(axis="x", alpha=0.25)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22 if len(rows) < 4 else -0.12), ncol=2,
+                  frameon=False)
+        return _png(fig)
+
+
+def preprocessing_grid(c: PreprocessingCheck) -> bytes:
+    """Accuracy under every resize method (rows) and pixel scaling (columns); the chosen cell framed."""
+    acc = np.asarray(c.accuracy, dtype=float)
+    annot = np.char.mod("%.1f%%", acc * 100)
+    with matplotlib.rc_context(STYLE):
+        fig = _new(5.2, 3.2)
+        ax = fig.add_subplot()
+        sns.heatmap(acc, ax=ax, annot=annot, fmt="", cmap="RdYlGn", vmin=0, vmax=1, linewidths=0.5,
+                    linecolor="white", xticklabels=list(c.scalings), yticklabels=list(c.resize_methods),
+                    cbar_kws={"label": "accuracy"})
+        r, s = c.resize_methods.index(c.chosen[0]), c.scalings.index(c.chosen[1])
+        ax.add_patch(matplotlib.patches.Rectangle((s, r), 1, 1, fill=False, ec="#111111", lw=2.2))
+        ax.set_xlabel("pixel scaling (--preprocess)")
+        ax.set_ylabel("resize (--resize)")
+        ax.set_title(f"Accuracy on a {c.n_samples}-image subsample (framed: the audit's setting)")
+        ax.tick_params(axis="y", rotation=0)
+        return _png(fig)
+
+
+def thumbnail_png(image: np.ndarray) -> bytes:
+    """Encode an RGB uint8 thumbnail as PNG."""
+    import cv2
+
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError("could not encode thumbnail")
+    return buf.tobytes()
