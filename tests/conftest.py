@@ -23,15 +23,20 @@ SAMPLE_TEST = REPO / "sample_data" / "wbc5" / "test"
 COLOURS = {"blue": (40, 40, 200), "green": (40, 200, 40), "red": (200, 40, 40)}
 
 
-def write_colour_folder(root: Path, n_per_class: int = 12, size=(40, 50), seed: int = 0, fmt: str = "png") -> Path:
-    """Three classes (blue, green, red) of noisy colour patches; RGB colour = class."""
+def write_colour_folder(root: Path, n_per_class: int = 12, size=(40, 50), seed: int = 0, fmt: str = "png",
+                        jitter: float = 0.0) -> Path:
+    """Three classes (blue, green, red) of noisy colour patches; RGB colour = class.
+
+    ``jitter`` shifts each image's colour at random (standard deviation per channel), so classes overlap.
+    """
     import cv2
 
     rng = np.random.default_rng(seed)
     for name, rgb in COLOURS.items():
         (root / name).mkdir(parents=True, exist_ok=True)
         for i in range(n_per_class):
-            img = np.clip(np.array(rgb) + rng.normal(0, 50, size + (3,)), 0, 255).astype(np.uint8)
+            base = np.array(rgb) + rng.normal(0, jitter, 3)
+            img = np.clip(base + rng.normal(0, 50, size + (3,)), 0, 255).astype(np.uint8)
             cv2.imwrite(str(root / name / f"{name}_{i:03d}.{fmt}"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     return root
 

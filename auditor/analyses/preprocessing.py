@@ -5,7 +5,9 @@ module turns the resulting predictions into accuracies and plain-language warnin
 flagged:
 
 * **mismatch**: some other setting beats the chosen one by more than ``mismatch_points`` (2) points
-  of accuracy, so the audit's preprocessing probably differs from training's;
+  of accuracy, and the difference is not sampling noise (a one-sided sign test on the images where
+  exactly one of the two settings is right, p < 0.05), so the audit's preprocessing probably differs
+  from training's;
 * **resize sensitivity**: under the chosen scaling, the resize methods differ by more than
   ``spread_points`` (5) points, so the resize choice alone moves every number in the report.
 
@@ -14,6 +16,7 @@ flagged:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -34,6 +37,7 @@ class PreprocessingCheck:
     best: tuple[str, str]
     chosen_accuracy: float
     best_accuracy: float
+    mismatch_p_value: float  # one-sided sign test: best better than chosen by chance
     resize_spread: float  # max - min accuracy over resize methods, chosen scaling
     warnings: tuple[str, ...]
     mismatch_points: float
@@ -48,10 +52,19 @@ class PreprocessingCheck:
             n_samples=int(d["n_samples"]), resize_methods=tuple(d["resize_methods"]), scalings=tuple(d["scalings"]),
             accuracy=tuple(tuple(float("nan") if v is None else float(v) for v in row) for row in d["accuracy"]),
             chosen=tuple(d["chosen"]), best=tuple(d["best"]), chosen_accuracy=float(d["chosen_accuracy"]),
-            best_accuracy=float(d["best_accuracy"]), resize_spread=float(d["resize_spread"]),
+            best_accuracy=float(d["best_accuracy"]), mismatch_p_value=float(d["mismatch_p_value"]),
+            resize_spread=float(d["resize_spread"]),
             warnings=tuple(d["warnings"]), mismatch_points=float(d["mismatch_points"]),
             spread_points=float(d["spread_points"]),
         )
+
+
+def sign_test_p(wins: int, losses: int) -> float:
+    """One-sided exact sign test: P(at least ``wins`` of ``wins + losses`` fair coin flips)."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    return float(sum(math.comb(n, i) for i in range(wins, n + 1)) / 2 ** n)
 
 
 def describe(setting: tuple[str, str]) -> str:
@@ -82,11 +95,15 @@ def compute_preprocessing_check(y_true: Sequence[int], predictions: Mapping[tupl
     chosen_acc, best_acc = acc[chosen], acc[best]
     same_scaling = [acc[(r, chosen[1])] for r in resizes if (r, chosen[1]) in acc]
     spread = max(same_scaling) - min(same_scaling)
+    correct_best = np.asarray(predictions[best]) == y_true
+    correct_chosen = np.asarray(predictions[chosen]) == y_true
+    p_value = sign_test_p(int(np.sum(correct_best & ~correct_chosen)), int(np.sum(correct_chosen & ~correct_best)))
     warnings = []
-    if (best_acc - chosen_acc) * 100 > mismatch_points:
+    if (best_acc - chosen_acc) * 100 > mismatch_points and p_value < 0.05:
         warnings.append(
             f"Preprocessing mismatch: the audit's setting ({describe(chosen)}) scores {chosen_acc:.1%} on the "
-            f"{len(y_true)}-image check subsample, but {describe(best)} scores {best_acc:.1%}. The audit probably "
+            f"{len(y_true)}-image check subsample, but {describe(best)} scores {best_acc:.1%} (sign test "
+            f"p = {p_value:.2g}). The audit probably "
             f"does not prepare images the way training did, and every number in this report depends on it; "
             f"re-run with {describe(best)} or fix the model's sidecar if that is how it was trained.")
     if spread * 100 > spread_points:
@@ -97,6 +114,7 @@ def compute_preprocessing_check(y_true: Sequence[int], predictions: Mapping[tupl
             f"Make sure the audit resizes images exactly as training did.")
     return PreprocessingCheck(
         n_samples=int(len(y_true)), resize_methods=resizes, scalings=scalings, accuracy=grid, chosen=chosen,
-        best=best, chosen_accuracy=chosen_acc, best_accuracy=best_acc, resize_spread=float(spread),
+        best=best, chosen_accuracy=chosen_acc, best_accuracy=best_acc, mismatch_p_value=float(p_value),
+        resize_spread=float(spread),
         warnings=tuple(warnings), mismatch_points=mismatch_points, spread_points=spread_points,
     )

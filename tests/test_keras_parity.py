@@ -1,0 +1,88 @@
+"""A model trained through Keras's folder loader: the audit reproduces model.evaluate exactly with
+the default resize, and the preprocessing check flags a deliberately wrong scaling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from auditor.config import AuditConfig  # noqa: E402
+from auditor.pipeline import run_audit  # noqa: E402
+from tests.conftest import write_colour_folder  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A small CNN with its own Rescaling layer, trained on images of mixed sizes (so resizing matters)."""
+    root = tmp_path_factory.mktemp("parity")
+    data = write_colour_folder(root / "train", n_per_class=20, size=(45, 37), seed=1, jitter=70)
+    test = write_colour_folder(root / "test", n_per_class=15, size=(61, 29), seed=2, jitter=70)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((24, 24, 3)),
+        keras.layers.Rescaling(1 / 255.0),
+        keras.layers.Conv2D(4, 3, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(8, activation="relu"),
+        keras.layers.Dense(3, activation="softmax"),
+    ])
+    train_ds = keras.utils.image_dataset_from_directory(data, image_size=(24, 24), batch_size=16, seed=0,
+                                                        verbose=False)
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(train_ds, epochs=3, verbose=0)  # deliberately short: a model that makes mistakes
+    test_ds = keras.utils.image_dataset_from_directory(test, image_size=(24, 24), batch_size=16, shuffle=False,
+                                                       verbose=False)
+    _, acc = model.evaluate(test_ds, verbose=0)
+    path = root / "trained.keras"
+    model.save(path)
+    return path, test, float(acc)
+
+
+def _audit(path, data, **kw):
+    cfg = AuditConfig(model_paths=(path,), data_path=data, n_bootstrap=0, **kw)
+    return run_audit(cfg)[0].report
+
+
+def test_audit_reproduces_model_evaluate_exactly(trained):
+    path, test, keras_acc = trained
+    report = _audit(path, test, preprocess_check_samples=0)
+    assert report.preprocessing["scaling"] == "raw"  # detected from the Rescaling layer
+    assert report.preprocessing["resize"] == "bilinear"
+    n = report.classification.n_samples
+    assert n == 45
+    assert 0.4 < keras_acc < 1.0, keras_acc  # the model must make mistakes for the check to bite
+    assert round(report.classification.accuracy * n) == round(keras_acc * n)
+    assert report.classification.accuracy == pytest.approx(keras_acc, abs=1e-7)
+
+
+def test_preprocessing_check_flags_a_wrong_scaling(trained):
+    path, test, keras_acc = trained
+    report = _audit(path, test, preprocess="unit", preprocess_check_samples=45)
+    check = report.preprocessing_check
+    assert check.chosen == ("bilinear", "unit")
+    assert check.best[1] == "raw"
+    assert check.best_accuracy - check.chosen_accuracy > 0.02
+    assert any(w.startswith("Preprocessing mismatch") and "--preprocess raw" in w for w in check.warnings)
+    assert any("Preprocessing mismatch" in w for w in report.summary["warnings"])
+    # the right setting raises no mismatch warning
+    good = _audit(path, test, preprocess_check_samples=45).preprocessing_check
+    assert not any(w.startswith("Preprocessing mismatch") for w in good.warnings)
+    assert good.chosen_accuracy == pytest.approx(keras_acc)
+    json.dumps(report.to_dict(), allow_nan=False)
+
+
+def test_report_round_trips_through_json(trained):
+    from auditor.report.document import AuditReport
+
+    path, test, _ = trained
+    report = _audit(path, test, preprocess_check_samples=20)
+    d = json.loads(json.dumps(report.to_dict(), allow_nan=False))
+    assert AuditReport.from_dict(d).to_dict() == d
+    assert np.isclose(d["results"]["classification"]["accuracy"], report.classification.accuracy)
+    assert Path(d["dataset"]["path"]) == test
