@@ -109,7 +109,13 @@ def _discover_folders(root: Path) -> DatasetIndex:
                 continue  # .git, .ipynb_checkpoints, __MACOSX: not classes
             labels.append(entry.name)
             n_before = len(samples)
+            visited: set[tuple[int, int]] = set()
             for dirpath, dirnames, filenames in os.walk(entry.path, followlinks=True):
+                st = os.stat(dirpath)
+                if (st.st_dev, st.st_ino) in visited:  # a symbolic-link loop: seen this folder already
+                    dirnames[:] = []
+                    continue
+                visited.add((st.st_dev, st.st_ino))
                 dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
                 for name in sorted(filenames):
                     full = Path(dirpath) / name
@@ -122,7 +128,8 @@ def _discover_folders(root: Path) -> DatasetIndex:
             if len(samples) == n_before:
                 empty.append(entry.name)
         elif entry.is_file():
-            skipped.append(Skipped(entry.name, "not inside a class folder"))
+            skipped.append(Skipped(entry.name, _classify_file(entry.name) if _is_hidden(entry.name)
+                                   else "not inside a class folder"))
     if not labels:
         raise input_error(root, "has no class sub-folders",
                           expected="one sub-folder per class, e.g. DATA/neutrophil/*.jpg")
@@ -179,10 +186,13 @@ def decode_image(data: bytes, name: str = "") -> np.ndarray:
     ext = os.path.splitext(name)[1].lower()
     head = data[:8]
     is_jpeg = head[:3] == b"\xff\xd8\xff"
-    if is_jpeg and b"\xff\xd9" not in data[-64:]:
-        # libjpeg silently fills a truncated JPEG with grey; Keras's loader rejects it. So do we.
+    sos = data.rfind(b"\xff\xda")
+    if is_jpeg and (sos < 0 or data.rfind(b"\xff\xd9") < sos):
+        # No end-of-image marker after the last start-of-scan: the file was cut. libjpeg silently fills
+        # the rest with grey; Keras's loader rejects it, and so do we. (Entropy-coded data cannot hold
+        # FFD9, and an EXIF thumbnail's end marker comes before the main scan.)
         raise DecodeError("truncated JPEG (no end-of-image marker)")
-    if head == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-32:]:
+    if head == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data:
         raise DecodeError("truncated PNG (no IEND chunk)")
     buf = np.frombuffer(data, dtype=np.uint8)
     img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)

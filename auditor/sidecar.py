@@ -85,7 +85,7 @@ def load_sidecar(model_path: Path) -> Sidecar | None:
         raise input_error(path, f"'resize' is {resize!r}", expected="one of " + ", ".join(RESIZE_CHOICES))
     size = raw.get("input_size")
     if size is not None:
-        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        if not (isinstance(size, list) and len(size) == 2 and all(type(v) is int and v > 0 for v in size)):
             raise input_error(path, f"'input_size' is {size!r}", expected="[height, width] as positive integers")
         size = (size[0], size[1])
     text = {}

@@ -94,6 +94,6 @@ def compute_data_quality(*, used_paths: Sequence[str], used_labels: Sequence[str
 
 
 def _reason_kind(reason: str) -> str:
-    """Group reasons such as "unknown extension '.txt'" under a short kind."""
+    """The kind of a reason: the text before any detail in parentheses or after a colon."""
     return reason.split(" (")[0].split(":")[0]
 

@@ -14,6 +14,7 @@ Conventions (the same as scikit-learn with ``labels=`` the classes present in ``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Sequence
 
 import numpy as np
@@ -201,13 +202,14 @@ def wilson_interval(successes: int, n: int, level: float = CONFIDENCE_LEVEL) -> 
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return (float(low), float(high))
 
 
 def _z(level: float) -> float:
-    # two-sided normal quantile; exact for the levels we use, without scipy
-    table = {0.90: 1.6448536269514722, 0.95: 1.959963984540054, 0.99: 2.5758293035489004}
-    return table[round(level, 2)]
+    """Two-sided standard normal quantile for a confidence ``level`` in (0, 1)."""
+    return NormalDist().inv_cdf(0.5 + level / 2)
 
 
 def roc_curve(y_bin: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -278,6 +280,8 @@ def _compute(y_true, probs, class_names, n_bootstrap, seed, n_mistakes, n_pairs)
     denom = np.sqrt((n * n - cols @ cols) * (n * n - rows @ rows))
     mcc = float(cov / denom) if denom > 0 else 0.0
 
+    # ties go to the lower class index, as for the arg-max prediction, so top-2 >= accuracy always
+    # (scikit-learn's top_k_accuracy_score breaks ties the other way; they agree without ties)
     top2 = np.argsort(-probs, axis=1, kind="stable")[:, : min(2, k)]
     top2_acc = float(np.mean(np.any(top2 == y_true[:, None], axis=1)))
 
@@ -336,7 +340,8 @@ def _bootstrap(y_true, y_pred, k, evaluated, n_bootstrap, seed, chunk=200) -> di
     if n_bootstrap <= 0:
         return {"accuracy": nan2, "f1_macro": nan2, "balanced_accuracy": nan2, "recall": [nan2] * k}
     rng = np.random.default_rng(seed)
-    per_class_preds = [y_pred[y_true == c] for c in range(k)]
+    # sorted, so that the intervals do not depend on the order of the samples
+    per_class_preds = [np.sort(y_pred[y_true == c]) for c in range(k)]
     acc, f1m, bal, rec = [], [], [], []
     for start in range(0, n_bootstrap, chunk):
         b = min(chunk, n_bootstrap - start)

@@ -59,6 +59,11 @@ class PreprocessingCheck:
         )
 
 
+def _exceeds(fraction: float, points: float) -> bool:
+    """``fraction`` (of 1) is more than ``points`` (of 100), ignoring float rounding at equality."""
+    return round(fraction * 100, 9) > points
+
+
 def sign_test_p(wins: int, losses: int) -> float:
     """One-sided exact sign test: P(at least ``wins`` of ``wins + losses`` fair coin flips)."""
     n = wins + losses
@@ -99,14 +104,14 @@ def compute_preprocessing_check(y_true: Sequence[int], predictions: Mapping[tupl
     correct_chosen = np.asarray(predictions[chosen]) == y_true
     p_value = sign_test_p(int(np.sum(correct_best & ~correct_chosen)), int(np.sum(correct_chosen & ~correct_best)))
     warnings = []
-    if (best_acc - chosen_acc) * 100 > mismatch_points and p_value < 0.05:
+    if _exceeds(best_acc - chosen_acc, mismatch_points) and p_value < 0.05:
         warnings.append(
             f"Preprocessing mismatch: the audit's setting ({describe(chosen)}) scores {chosen_acc:.1%} on the "
             f"{len(y_true)}-image check subsample, but {describe(best)} scores {best_acc:.1%} (sign test "
             f"p = {p_value:.2g}). The audit probably "
             f"does not prepare images the way training did, and every number in this report depends on it; "
             f"re-run with {describe(best)} or fix the model's sidecar if that is how it was trained.")
-    if spread * 100 > spread_points:
+    if _exceeds(spread, spread_points):
         best_resize = max(resizes, key=lambda r: acc.get((r, chosen[1]), -1.0))
         warnings.append(
             f"Resize sensitivity: with --preprocess {chosen[1]}, accuracy moves by {spread * 100:.1f} points "
