@@ -172,3 +172,19 @@ def test_two_runs_never_overwrite(tmp_path, colour_model_path, colour_data):
     assert first != second and first.parent == second.parent
     assert (first / "audit.json").read_bytes() == before
     assert not list(first.parent.glob(".partial-*"))
+
+
+def test_csv_data_with_relative_paths(tmp_path, colour_model_path):
+    data = write_colour_folder(tmp_path / "imgs", n_per_class=3)
+    lines = ["path,label"] + [f"imgs/{p.parent.name}/{p.name},{p.parent.name}" for p in sorted(data.rglob("*.png"))]
+    lines.append("imgs/missing.png,red")
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("\n".join(lines) + "\n")
+    r = invoke(colour_model_path, csv_path, "--class-names", "blue,green,red", "--out", tmp_path / "o",
+               "--format", "json", *FAST)
+    assert r.exit_code == 0, r.stderr
+    report = json.loads((Path(r.stdout.strip()) / "audit.json").read_text())
+    assert report["dataset"]["source"] == "csv"
+    assert report["dataset"]["n_images"] == 9
+    assert report["results"]["classification"]["accuracy"] == 1.0  # the colour model is exact by construction
+    assert report["data_quality"]["skipped"] == [{"path": "imgs/missing.png", "reason": "file not found"}]
