@@ -104,7 +104,7 @@ def recall_intervals(m: ClassificationMetrics) -> bytes:
     """Per-class recall with its bootstrap and Wilson 95% intervals (wide bars = little evidence)."""
     rows = [r for r in m.per_class if r.support > 0]
     with matplotlib.rc_context(STYLE):
-        fig = _new(5.6, 0.9 + 0.42 * max(len(rows), 1))
+        fig = _new(5.6, 1.4 + 0.42 * max(len(rows), 1))
         ax = fig.add_subplot()
         y = np.arange(len(rows))[::-1]
         for yi, r in zip(y, rows):
@@ -119,8 +119,7 @@ def recall_intervals(m: ClassificationMetrics) -> bytes:
         ax.axvline(m.accuracy, color="#d9822b", ls=":", lw=1, label=f"overall accuracy {m.accuracy:.1%}")
         ax.set_title("Recall per class with 95% intervals")
         ax.grid(axis="x", alpha=0.25)
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22 if len(rows) < 4 else -0.12), ncol=2,
-                  frameon=False)
+        fig.legend(loc="outside lower center", ncol=2, frameon=False)
         return _png(fig)
 
 
