@@ -1,0 +1,1 @@
+"""Deterministic synthetic white-blood-cell images (see README.md)."""
