@@ -57,12 +57,16 @@ def _fail(message: str, code: int) -> None:
               help="Bootstrap resamples for confidence intervals (0 turns them off).")
 @click.option("--preprocess-check-samples", default=250, show_default=True, type=int,
               help="Images in the preprocessing check's subsample (0 skips the check).")
+@click.option("--fisher-threshold", default=0.5, show_default=True, type=float,
+              help="Fisher-score tail threshold: images with F = ||p - y||^2 above it form the fragile tail.")
+@click.option("--target-accuracy", "target_accuracy", default="0.95,0.99", show_default=True, metavar="LIST",
+              help="Accuracies for the selective-prediction operating points (confidence thresholds).")
 @click.option("--workers", default=None, type=int, help="Image decoding threads [default: up to 4].")
 @click.option("--strict", is_flag=True, help="Exit 1 when any analysis failed (it is recorded in the report either way).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or messages; errors still go to stderr.")
 @click.version_option(__version__, "--version", prog_name="wbc-audit")
 def main(paths, out_dir, formats, batch_size, seed, preprocess, resize, class_names, unsafe_deserialization,
-         n_bootstrap, preprocess_check_samples, workers, strict, quiet):
+         n_bootstrap, preprocess_check_samples, fisher_threshold, target_accuracy, workers, strict, quiet):
     """Audit Keras image classifier(s) MODEL on the labelled images in DATA and write a versioned
     trustworthiness report (HTML, PDF, JSON, predictions.csv).
 
@@ -72,7 +76,6 @@ def main(paths, out_dir, formats, batch_size, seed, preprocess, resize, class_na
     if len(paths) < 2:
         _fail("MODEL DATA: give at least one model and then the data folder or CSV file "
               f"(got {len(paths)} path)", EXIT_BAD_INPUT)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     signal.signal(signal.SIGTERM, _terminate)
 
     from .history import write_report  # noqa: PLC0415 - keep --help fast
@@ -87,7 +90,8 @@ def main(paths, out_dir, formats, batch_size, seed, preprocess, resize, class_na
             formats=parse_csv_option(formats) or (), batch_size=batch_size, seed=seed, preprocess=preprocess,
             resize=resize, class_names=parse_csv_option(class_names), unsafe_deserialization=unsafe_deserialization,
             quiet=quiet, strict=strict, n_bootstrap=n_bootstrap,
-            preprocess_check_samples=preprocess_check_samples, **kwargs)
+            preprocess_check_samples=preprocess_check_samples, fisher_threshold=fisher_threshold,
+            target_accuracies=_accuracies(target_accuracy), **kwargs)
         outcomes = run_audit(config, progress=progress, write=write_report)
     except AuditError as exc:
         _fail(exc.message, exc.exit_code)
@@ -110,6 +114,17 @@ def main(paths, out_dir, formats, batch_size, seed, preprocess, resize, class_na
     if strict and n_failures:
         _fail(f"{n_failures} analysis failure(s) recorded in the report (--strict)", EXIT_AUDIT_FAILED)
     sys.exit(EXIT_OK)
+
+
+def _accuracies(text: str) -> tuple[float, ...]:
+    from .errors import input_error
+
+    try:
+        values = tuple(float(v) for v in parse_csv_option(text) or ())
+    except ValueError:
+        raise input_error("--target-accuracy", f"{text!r} is not a comma-separated list of numbers",
+                          expected="e.g. 0.95,0.99") from None
+    return tuple(v / 100 if v > 1 else v for v in values)  # 95 means 95%
 
 
 def _terminate(signum, frame):  # pragma: no cover - exercised by the kill test in a subprocess

@@ -37,6 +37,8 @@ class AuditConfig:
     n_bootstrap: int = 1000
     preprocess_check_samples: int = 250
     gallery_size: int = 12
+    fisher_threshold: float = 0.5
+    target_accuracies: tuple[float, ...] = (0.95, 0.99)
     workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
 
     def __post_init__(self) -> None:
@@ -66,6 +68,12 @@ class AuditConfig:
             raise input_error("--bootstrap", f"{self.n_bootstrap} is negative")
         if self.preprocess_check_samples < 0:
             raise input_error("--preprocess-check-samples", f"{self.preprocess_check_samples} is negative")
+        if not 0 <= self.fisher_threshold <= 2:
+            raise input_error("--fisher-threshold", f"{self.fisher_threshold} is outside [0, 2]",
+                              expected="a Fisher score between 0 and 2")
+        if not self.target_accuracies or any(not 0 < t <= 1 for t in self.target_accuracies):
+            raise input_error("--target-accuracy", f"{list(self.target_accuracies)} is not a list of accuracies",
+                              expected="values in (0, 1], e.g. 0.95,0.99")
         if self.workers < 1:
             raise input_error("--workers", f"{self.workers} is not a positive integer")
 
@@ -76,6 +84,7 @@ class AuditConfig:
         d["data_path"] = str(self.data_path)
         d["out_dir"] = str(self.out_dir)
         d["formats"] = list(self.formats)
+        d["target_accuracies"] = list(self.target_accuracies)
         d["class_names"] = list(self.class_names) if self.class_names is not None else None
         return d
 

@@ -48,21 +48,25 @@ def clean_stale_partials(model_dir: Path) -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def write_predictions_csv(path: Path, report: AuditReport, cp, pm, index) -> None:
-    """predictions.csv: path, true label, predicted label, confidence, one probability column per class."""
+def write_predictions_csv(path: Path, run, pm, index) -> None:
+    """predictions.csv: path, true label, predicted label, confidence, one probability column per class,
+    then the per-image scores (Fisher score, expected score, last-layer gradient norm)."""
+    cp = run.clean_pass
     names = pm.mapping.model_classes
     pred = cp.probs.argmax(axis=1)
+    extra = list(run.columns)
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["path", "true_label", "predicted_label", "confidence"] + [f"prob_{n}" for n in names])
+        w.writerow(["path", "true_label", "predicted_label", "confidence"] + [f"prob_{n}" for n in names] + extra)
         for j, i in enumerate(cp.sample_idx):
             row = cp.probs[j]
             w.writerow([index.samples[i].rel, names[cp.y_true[j]], names[pred[j]], f"{row[pred[j]]:.6f}"]
-                       + [f"{p:.6f}" for p in row])
+                       + [f"{p:.6f}" for p in row] + [f"{run.columns[c][j]:.6g}" for c in extra])
 
 
-def write_report(report: AuditReport, cp, pm, index, config) -> Path:
+def write_report(run, pm, index, config) -> Path:
     """Write every output of one audit and move the folder into place atomically; return its path."""
+    report: AuditReport = run.report
     model_dir = Path(config.out_dir) / pm.path.stem
     try:
         model_dir.mkdir(parents=True, exist_ok=True)
@@ -74,7 +78,7 @@ def write_report(report: AuditReport, cp, pm, index, config) -> Path:
     tmp = model_dir / f"{PARTIAL_PREFIX}{report.report_id}-{os.getpid()}"
     tmp.mkdir()
     try:
-        _write_all(tmp, report, cp, pm, index, config)
+        _write_all(tmp, run, pm, index, config)
         final = model_dir / report.report_id
         n = 2
         while final.exists():  # two runs in the same second: never overwrite
@@ -87,14 +91,17 @@ def write_report(report: AuditReport, cp, pm, index, config) -> Path:
         raise
 
 
-def _write_all(folder: Path, report: AuditReport, cp, pm, index, config) -> None:
-    write_predictions_csv(folder / "predictions.csv", report, cp, pm, index)
+def _write_all(folder: Path, run, pm, index, config) -> None:
+    report: AuditReport = run.report
+    write_predictions_csv(folder / "predictions.csv", run, pm, index)
     figs = make_figures(report)
     (folder / "figures").mkdir()
     for name, png in figs.items():
         (folder / "figures" / f"{name}.png").write_bytes(png)
     thumbs = {}
-    for item in report.mistakes:
+    for item in report.mistakes + report.fisher_gallery:
+        if item.index in thumbs:
+            continue
         img = thumbnail(index.root / item.path)
         if img is not None:
             thumbs[item.index] = figmod.thumbnail_png(img)

@@ -17,9 +17,12 @@ from typing import Callable
 import numpy as np
 
 from . import SCHEMA_VERSION, __version__
+from .analyses.calibration import compute_calibration
 from .analyses.dataquality import compute_data_quality
+from .analyses.fisher import compute_fisher, fisher_scores
 from .analyses.metrics import compute_classification_metrics
 from .analyses.preprocessing import compute_preprocessing_check
+from .analyses.selective import compute_selective
 from .classes import ClassMapping, resolve_classes
 from .config import DEFAULT_RESIZE, RESIZE_CHOICES, AuditConfig
 from .data import DatasetIndex, discover, fingerprint, iter_batches, load_sample, stratified_subsample, thumbnail
@@ -58,6 +61,15 @@ class CleanPass:
     seconds: float
 
 
+@dataclass
+class AuditRun:
+    """One model's audit: the report, the clean pass it came from, and per-image columns for the CSV."""
+
+    report: AuditReport
+    clean_pass: CleanPass
+    columns: dict[str, np.ndarray]
+
+
 @dataclass(frozen=True)
 class AuditOutcome:
     report: AuditReport
@@ -68,7 +80,7 @@ def run_audit(config: AuditConfig, *, progress: Progress = QUIET,
               write: Callable | None = None) -> list[AuditOutcome]:
     """Audit every model in ``config`` on its data set; return the reports (written when ``write``).
 
-    ``write(report, clean_pass, prepared, index, config)`` persists one report and returns its folder;
+    ``write(run, prepared, index, config)`` persists one report and returns its folder;
     the CLI passes :func:`auditor.history.write_report`.
     """
     index = discover(config.data_path)
@@ -78,9 +90,9 @@ def run_audit(config: AuditConfig, *, progress: Progress = QUIET,
     prepared = [prepare_model(config, path, index) for path in config.model_paths]
     outcomes = []
     for pm in prepared:
-        report, cp = audit_model(config, pm, index, progress)
-        out_dir = write(report, cp, pm, index, config) if write else None
-        outcomes.append(AuditOutcome(report, out_dir))
+        run = audit_model(config, pm, index, progress)
+        out_dir = write(run, pm, index, config) if write else None
+        outcomes.append(AuditOutcome(run.report, out_dir))
     return outcomes
 
 
@@ -187,7 +199,7 @@ def _attempt(name: str, failures: list[Failure], fn: Callable, *args, **kwargs):
 
 
 def audit_model(config: AuditConfig, pm: PreparedModel, index: DatasetIndex,
-                progress: Progress = QUIET) -> tuple[AuditReport, CleanPass]:
+                progress: Progress = QUIET) -> AuditRun:
     """Run the clean pass and every analysis for one prepared model."""
     timings: dict[str, float] = {}
     progress.info(f"auditing {pm.path.name} on {len(index.samples)} image files in {config.data_path}")
@@ -203,6 +215,21 @@ def audit_model(config: AuditConfig, pm: PreparedModel, index: DatasetIndex,
                        n_mistakes=config.gallery_size)
     timings["classification"] = round(time.perf_counter() - t, 3)
 
+    features = cp.features if cp.features.shape[1] > 0 else None
+    t = time.perf_counter()
+    fisher = _attempt("fisher", failures, compute_fisher, cp.y_true, cp.probs, class_names=names,
+                      features=features, threshold=config.fisher_threshold, n_top=config.gallery_size)
+    calibration = _attempt("calibration", failures, compute_calibration, cp.y_true, cp.probs, seed=config.seed)
+    selective = _attempt("selective_prediction", failures, compute_selective, cp.y_true, cp.probs,
+                         targets=config.target_accuracies)
+    timings["fisher_calibration_selective"] = round(time.perf_counter() - t, 3)
+    columns: dict[str, np.ndarray] = {}
+    if fisher is not None:
+        scores = fisher_scores(cp.y_true, cp.probs, features)
+        columns = {"fisher_score": scores.fisher, "expected_fisher_score": scores.expected}
+        if scores.grad_norm is not None:
+            columns["last_layer_grad_norm"] = scores.grad_norm
+
     check = None
     if config.preprocess_check_samples > 0:
         t = time.perf_counter()
@@ -216,19 +243,22 @@ def audit_model(config: AuditConfig, pm: PreparedModel, index: DatasetIndex,
     dq = compute_data_quality(used_paths=used_paths, used_labels=used_labels, used_hashes=cp.hashes,
                               skipped=skipped, labels=index.labels, empty_classes=index.empty_labels)
 
-    mistakes = ()
-    if metrics is not None:
-        pred = cp.probs.argmax(axis=1)
-        mistakes = tuple(GalleryItem(
+    pred = cp.probs.argmax(axis=1)
+
+    def gallery(indices) -> tuple[GalleryItem, ...]:
+        return tuple(GalleryItem(
             index=int(j), path=used_paths[j], true_label=names[cp.y_true[j]], predicted_label=names[pred[j]],
             confidence=float(cp.probs[j, pred[j]]), true_probability=float(cp.probs[j, cp.y_true[j]]),
-        ) for j in metrics.most_confident_mistakes)
+        ) for j in indices)
+
+    mistakes = gallery(metrics.most_confident_mistakes) if metrics is not None else ()
+    fisher_gallery = gallery(fisher.top_indices) if fisher is not None else ()
 
     fp = fingerprint([(samples[i].rel, samples[i].label, h) for i, h in cp.all_hashes.items() if h])
     info = pm.adapter.info
     created = datetime.now(timezone.utc)
     report_id = f"{created.strftime('%Y%m%dT%H%M%SZ')}-{info.sha256[:8]}"
-    summary = build_summary(metrics, check, dq, failures, pm)
+    summary = build_summary(metrics, check, dq, failures, pm, calibration, selective)
     from .model import environment  # TensorFlow is already loaded by now
     report = AuditReport(
         schema_version=SCHEMA_VERSION, report_id=report_id, tool_version=__version__,
@@ -244,12 +274,13 @@ def audit_model(config: AuditConfig, pm: PreparedModel, index: DatasetIndex,
         environment={"python": platform.python_version(), "platform": platform.platform(),
                      **environment()},
         config=config.to_dict(), summary=summary, data_quality=dq, classification=metrics,
-        preprocessing_check=check, mistakes=mistakes, failures=tuple(failures), timings=timings,
+        preprocessing_check=check, mistakes=mistakes, fisher=fisher, fisher_gallery=fisher_gallery,
+        calibration=calibration, selective=selective, failures=tuple(failures), timings=timings,
     )
-    return report, cp
+    return AuditRun(report, cp, columns)
 
 
-def build_summary(metrics, check, dq, failures, pm: PreparedModel) -> dict:
+def build_summary(metrics, check, dq, failures, pm: PreparedModel, calibration=None, selective=None) -> dict:
     """Headline numbers and every warning, in the order a reviewer should read them."""
     warnings: list[str] = []
     if check is not None:
@@ -275,5 +306,16 @@ def build_summary(metrics, check, dq, failures, pm: PreparedModel) -> dict:
             "weakest_class": min(({"name": r.name, "recall": r.recall, "support": r.support}
                                   for r in metrics.per_class if r.support > 0), key=lambda c: c["recall"]),
         }
+    if calibration is not None:
+        headline.update(ece=calibration.ece, brier=calibration.brier, mean_confidence=calibration.mean_confidence)
+        if calibration.is_miscalibrated:
+            warnings.append(f"{calibration.reading[0]} ECE {calibration.ece:.1%} (noise alone: about "
+                            f"{calibration.ece_noise_floor:.1%}): do not read its confidence as the probability of "
+                            "being right without recalibration (see Calibration).")
+    if selective is not None:
+        headline["operating_points"] = [
+            {"target_accuracy": p.target_accuracy, "coverage": p.coverage, "threshold": p.threshold,
+             "reachable": p.reachable} for p in selective.operating_points]
+        headline["aurc"] = selective.aurc
     return {"headline": headline, "warnings": warnings, "n_failures": len(failures)}
 

@@ -156,5 +156,6 @@ def test_killed_run_leaves_no_half_report_and_keeps_earlier_ones(demo_report, tm
     r = run_cli(SAMPLE_MODEL, SAMPLE_TEST, "--out", out, "--quiet", "--format", "json",
                 "--preprocess-check-samples", "0")
     assert r.returncode == 0 and not error_lines(r.stderr), r.stderr
+    assert r.stderr == "", "--quiet must keep stderr empty (TensorFlow's start-up notices included)"
     assert not list((out / SAMPLE_MODEL.stem).glob(".partial-*"))
     assert (Path(r.stdout.strip()) / "audit.json").is_file()

@@ -6,9 +6,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..analyses._common import jsonable
+from ..analyses.calibration import CalibrationResult
 from ..analyses.dataquality import DataQuality
+from ..analyses.fisher import FisherResult
 from ..analyses.metrics import ClassificationMetrics
 from ..analyses.preprocessing import PreprocessingCheck
+from ..analyses.selective import SelectiveResult
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,10 @@ class AuditReport:
     classification: ClassificationMetrics | None = None
     preprocessing_check: PreprocessingCheck | None = None
     mistakes: tuple[GalleryItem, ...] = ()
+    fisher: FisherResult | None = None
+    fisher_gallery: tuple[GalleryItem, ...] = ()
+    calibration: CalibrationResult | None = None
+    selective: SelectiveResult | None = None
     failures: tuple[Failure, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -68,6 +75,10 @@ class AuditReport:
                 "classification": self.classification.to_dict() if self.classification else None,
                 "preprocessing_check": self.preprocessing_check.to_dict() if self.preprocessing_check else None,
                 "most_confident_mistakes": [m.to_dict() for m in self.mistakes],
+                "fisher": self.fisher.to_dict() if self.fisher else None,
+                "highest_fisher_images": [m.to_dict() for m in self.fisher_gallery],
+                "calibration": self.calibration.to_dict() if self.calibration else None,
+                "selective_prediction": self.selective.to_dict() if self.selective else None,
             },
             "failures": [f.to_dict() for f in self.failures],
             "timings_seconds": self.timings,
@@ -86,6 +97,11 @@ class AuditReport:
             preprocessing_check=(PreprocessingCheck.from_dict(res["preprocessing_check"])
                                  if res.get("preprocessing_check") else None),
             mistakes=tuple(GalleryItem(**m) for m in res.get("most_confident_mistakes", [])),
+            fisher=FisherResult.from_dict(res["fisher"]) if res.get("fisher") else None,
+            fisher_gallery=tuple(GalleryItem(**m) for m in res.get("highest_fisher_images", [])),
+            calibration=CalibrationResult.from_dict(res["calibration"]) if res.get("calibration") else None,
+            selective=(SelectiveResult.from_dict(res["selective_prediction"])
+                       if res.get("selective_prediction") else None),
             failures=tuple(Failure(**f) for f in d.get("failures", [])),
             timings=d.get("timings_seconds", {}),
         )

@@ -17,8 +17,11 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from ..analyses.calibration import CalibrationResult  # noqa: E402
+from ..analyses.fisher import FisherResult  # noqa: E402
 from ..analyses.metrics import ClassificationMetrics  # noqa: E402
 from ..analyses.preprocessing import PreprocessingCheck  # noqa: E402
+from ..analyses.selective import SelectiveResult  # noqa: E402
 
 DPI = 160
 PALETTE = ["#1f5fa8", "#d9822b", "#2a9d5c", "#c0392b", "#7d4fb5", "#8c6d31", "#d35fb7", "#5f6b7a",
@@ -150,3 +153,120 @@ def thumbnail_png(image: np.ndarray) -> bytes:
     if not ok:
         raise ValueError("could not encode thumbnail")
     return buf.tobytes()
+
+
+def fisher_histogram(f: FisherResult) -> bytes:
+    """Distribution of Fisher scores on a log axis, correct and wrong predictions stacked."""
+    edges = np.asarray(f.histogram_edges)
+    widths = np.diff(edges)
+    with matplotlib.rc_context(STYLE):
+        fig = _new(5.6, 3.3)
+        ax = fig.add_subplot()
+        ax.bar(edges[:-1], f.histogram_correct, width=widths, align="edge", color="#1f5fa8", alpha=0.85,
+               label="correct", edgecolor="white", linewidth=0.3)
+        ax.bar(edges[:-1], f.histogram_wrong, width=widths, align="edge", bottom=f.histogram_correct,
+               color="#c0392b", alpha=0.85, label="mistake", edgecolor="white", linewidth=0.3)
+        ax.axvline(f.threshold, color="#111111", ls="--", lw=1, label=f"tail threshold F = {f.threshold:g}")
+        ax.set_xscale("log")
+        ax.set_xlabel("Fisher score F = ||p − y||² (log scale)")
+        ax.set_ylabel("images")
+        ax.set_title(f"Fisher scores: {f.tail_mass:.1%} of images in the tail")
+        ax.legend(frameon=False, loc="upper left")
+        ax.grid(axis="y", alpha=0.25)
+        return _png(fig)
+
+
+def fisher_boxplots(f: FisherResult) -> bytes:
+    """Per-class Fisher-score distribution: box = quartiles, whiskers = 5th and 95th percentiles."""
+    stats = [{"label": _short(name, 12), "whislo": max(p5, 1e-8), "q1": max(q1, 1e-8), "med": max(med, 1e-8),
+              "q3": max(q3, 1e-8), "whishi": max(p95, 1e-8), "fliers": []}
+             for name, p5, q1, med, q3, p95 in f.box_stats]
+    with matplotlib.rc_context(STYLE):
+        fig = _new(5.6, 3.3)
+        ax = fig.add_subplot()
+        if stats:
+            ax.bxp(stats, showfliers=False, patch_artist=True,
+                   boxprops={"facecolor": "#dbe6f4", "edgecolor": "#1f5fa8"},
+                   medianprops={"color": "#0b2545", "lw": 1.6})
+        ax.axhline(f.threshold, color="#111111", ls="--", lw=1, label=f"tail threshold {f.threshold:g}")
+        ax.set_yscale("log")
+        ax.set_ylabel("Fisher score (log scale)")
+        ax.set_title("Fisher score by true class (whiskers: 5th–95th percentile)")
+        ax.tick_params(axis="x", rotation=30 if len(stats) > 5 else 0)
+        ax.legend(frameon=False, loc="lower right")
+        ax.grid(axis="y", alpha=0.25)
+        return _png(fig)
+
+
+def reliability_diagram(c: CalibrationResult) -> bytes:
+    """Accuracy against mean confidence per equal-width bin, with the count of each bin."""
+    with matplotlib.rc_context(STYLE):
+        fig = _new(5.0, 4.4)
+        ax = fig.add_subplot()
+        ax.plot([0, 1], [0, 1], ls="--", color="#999999", lw=0.8, label="perfect calibration")
+        width = 1.0 / c.n_bins
+        label = "accuracy in bin"
+        for b in c.bins:
+            if b.count == 0:
+                continue
+            ax.bar(b.low, b.accuracy, width=width, align="edge", color="#1f5fa8", alpha=0.8,
+                   edgecolor="white", label=label)
+            label = None
+            lo, hi = sorted((b.accuracy, b.confidence))
+            ax.bar(b.low, hi - lo, bottom=lo, width=width, align="edge", color="#c0392b", alpha=0.25,
+                   edgecolor="none")
+            ax.text(b.low + width / 2, min(b.accuracy, 0.93) + 0.02, str(b.count), ha="center", va="bottom",
+                    fontsize=6, color="#333333")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel("confidence (top probability)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"Reliability diagram (ECE {c.ece:.1%}; red: gap; numbers: images per bin)")
+        ax.legend(frameon=False, loc="upper left")
+        ax.set_aspect("equal")
+        return _png(fig)
+
+
+def confidence_histogram(c: CalibrationResult) -> bytes:
+    """How confident the model is, correct and wrong predictions stacked."""
+    edges = np.asarray(c.confidence_hist_edges)
+    widths = np.diff(edges)
+    with matplotlib.rc_context(STYLE):
+        fig = _new(5.0, 3.0)
+        ax = fig.add_subplot()
+        ax.bar(edges[:-1], c.confidence_hist_correct, width=widths, align="edge", color="#1f5fa8", alpha=0.85,
+               edgecolor="white", label="correct")
+        ax.bar(edges[:-1], c.confidence_hist_wrong, width=widths, align="edge", bottom=c.confidence_hist_correct,
+               color="#c0392b", alpha=0.85, edgecolor="white", label="mistake")
+        ax.axvline(c.mean_confidence, color="#d9822b", ls=":", lw=1.2, label=f"mean confidence {c.mean_confidence:.1%}")
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("confidence (top probability)")
+        ax.set_ylabel("images")
+        ax.set_title(f"Confidence histogram (accuracy {c.accuracy:.1%})")
+        ax.legend(frameon=False, loc="upper left")
+        return _png(fig)
+
+
+def risk_coverage_curve(s: SelectiveResult) -> bytes:
+    """Error rate among the accepted images as more and more of them are accepted, by confidence."""
+    with matplotlib.rc_context(STYLE):
+        fig = _new(5.6, 3.8)
+        ax = fig.add_subplot()
+        ax.plot(s.coverage, s.risk, color="#1f5fa8", lw=1.8, label=f"model confidence (AURC {s.aurc:.4f})")
+        ax.plot(s.coverage, s.oracle_risk, color="#2a9d5c", lw=1.2, ls="--",
+                label=f"perfect ranking (AURC {s.oracle_aurc:.4f})")
+        ax.axhline(s.random_aurc, color="#999999", lw=1, ls=":", label=f"uninformative ranking ({s.random_aurc:.4f})")
+        for p in s.operating_points:
+            if p.reachable:
+                ax.plot([p.coverage], [1 - p.accuracy], "o", color="#d9822b", ms=6)
+                ax.annotate(f"{p.target_accuracy:.0%}: {p.coverage:.0%} covered\nconf ≥ {p.threshold:.3g}",
+                            (p.coverage, 1 - p.accuracy), textcoords="offset points", xytext=(6, 8), fontsize=7)
+        ax.set_xlim(0, 1.01)
+        top = max(max(s.risk, default=0.0), s.random_aurc, 0.01)
+        ax.set_ylim(0, top * 1.45)  # room for the legend above the curves
+        ax.set_xlabel("coverage (share of cells decided automatically, most confident first)")
+        ax.set_ylabel("risk (error rate among them)")
+        ax.set_title("Risk–coverage curve")
+        ax.legend(frameon=False, loc="upper left")
+        ax.grid(alpha=0.25)
+        return _png(fig)

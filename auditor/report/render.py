@@ -14,6 +14,10 @@ from . import figures
 from .document import AuditReport
 
 
+SCORE_NAMES = {"fisher": "Fisher score ||p − y||²", "expected": "Expected score 1 − ||p||² (label-free)",
+               "grad_norm": "Last-layer gradient norm"}
+
+
 def templates_dir() -> Path:
     """The installed templates (``auditor/templates``) or, in a source checkout, ``templates/``."""
     here = Path(__file__).resolve().parent.parent
@@ -41,6 +45,12 @@ def _ci(pair) -> str:
     return f"{pair[0] * 100:.1f}–{pair[1] * 100:.1f}%"
 
 
+def _sig(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}g}"
+
+
 def _datauri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
@@ -49,7 +59,7 @@ def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())),
                              autoescape=jinja2.select_autoescape(["html"], default=True),
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(pct=_pct, num=_num, ci=_ci, datauri=_datauri)
+    env.filters.update(pct=_pct, num=_num, ci=_ci, datauri=_datauri, sig=_sig)
     return env
 
 
@@ -62,6 +72,14 @@ def make_figures(report: AuditReport) -> dict[str, bytes]:
         out["confusion_normalized"] = figures.confusion_normalized(m)
         out["roc_curves"] = figures.roc_curves(m)
         out["recall_intervals"] = figures.recall_intervals(m)
+    if report.fisher is not None:
+        out["fisher_histogram"] = figures.fisher_histogram(report.fisher)
+        out["fisher_by_class"] = figures.fisher_boxplots(report.fisher)
+    if report.calibration is not None:
+        out["reliability_diagram"] = figures.reliability_diagram(report.calibration)
+        out["confidence_histogram"] = figures.confidence_histogram(report.calibration)
+    if report.selective is not None:
+        out["risk_coverage"] = figures.risk_coverage_curve(report.selective)
     if report.preprocessing_check is not None:
         out["preprocessing_grid"] = figures.preprocessing_grid(report.preprocessing_check)
     return out
@@ -77,7 +95,7 @@ def render_html(report: AuditReport, figs: Mapping[str, bytes], thumbs: Mapping[
     env = _environment()
     css = (templates_dir() / "report.css").read_text(encoding="utf-8")
     return env.get_template("report.html").render(
-        report=report, figures=figs, thumbs=thumbs, css=css,
+        report=report, figures=figs, thumbs=thumbs, css=css, score_names=SCORE_NAMES,
         config_json=json.dumps(report.config, indent=2, ensure_ascii=False))
 
 
