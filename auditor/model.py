@@ -225,6 +225,7 @@ class KerasClassifier:
         self._rescaling = _starts_with_rescaling(model)
         out_layer = _layer_of(model.outputs[0])
         act = _activation_name(out_layer) if out_layer is not None else None
+        self._out_activation = act
         dense_layer = out_layer
         if isinstance(out_layer, (keras.layers.Activation, keras.layers.Softmax)):
             dense_layer = _layer_of(out_layer.input)
@@ -277,6 +278,7 @@ class KerasClassifier:
         self._name = self.path.name
         self._param_count = int(sum(int(np.prod(v.shape)) for v in getattr(loaded, "variables", [])))
         self._rescaling = False
+        self._out_activation = None
         self._output_type = self._output_detection = None
         self._feature_layer = self._feature_dim = None
         self._features_note = "no penultimate features: SavedModel signatures expose only the output"
@@ -314,10 +316,17 @@ class KerasClassifier:
         """Run one batch. Returns probabilities (n, k) float64 and features (n, d) float32 (d may be 0)."""
         raw, feats = self._forward(tf.convert_to_tensor(x, dtype=tf.float32))
         raw = raw.numpy().astype(np.float64)
+        if not np.all(np.isfinite(raw)):
+            bad = int(np.sum(~np.all(np.isfinite(raw), axis=1)))
+            raise AuditFailed(f"{self.path}: the model produced NaN or infinite outputs for {bad} of "
+                              f"{len(raw)} images in a batch; it is broken (check its weights) and cannot be audited")
         if self._output_type is None:
             self._decide_output_type(raw)
-        if not np.all(np.isfinite(raw)):
-            raise AuditFailed(f"{self.path}: the model produced NaN or infinite outputs")
+        if self._output_type == "probabilities":
+            sums = raw.sum(axis=1)
+            if raw.min() < -1e-6 or np.abs(sums - 1).max() > 1e-3:
+                raise AuditFailed(f"{self.path}: the model's probabilities do not sum to 1 (row sums "
+                                  f"{sums.min():.4g} to {sums.max():.4g}); its output layer is broken")
         if self._output_type == "logits":
             z = raw - raw.max(axis=1, keepdims=True)
             e = np.exp(z)
@@ -333,6 +342,11 @@ class KerasClassifier:
                     and np.abs(finite.sum(axis=1) - 1).max() < 1e-3)
         if is_probs:
             self._output_type, self._output_detection = "probabilities", "outputs are non-negative and sum to 1"
+        elif self._out_activation not in (None, "linear"):
+            sums = finite.sum(axis=1) if len(finite) else np.array([np.nan])
+            raise input_error(self.path, f"ends in a '{self._out_activation}' activation whose outputs are not "
+                              f"class probabilities (row sums {np.nanmin(sums):.3g} to {np.nanmax(sums):.3g})",
+                              expected="a softmax (probabilities) or linear (logits) output, one class per image")
         else:
             self._output_type, self._output_detection = "logits", "outputs do not sum to 1; softmax applied"
         self.info = _replace(self.info, output_type=self._output_type, output_detection=self._output_detection)

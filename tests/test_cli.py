@@ -188,3 +188,25 @@ def test_csv_data_with_relative_paths(tmp_path, colour_model_path):
     assert report["dataset"]["n_images"] == 9
     assert report["results"]["classification"]["accuracy"] == 1.0  # the colour model is exact by construction
     assert report["data_quality"]["skipped"] == [{"path": "imgs/missing.png", "reason": "file not found"}]
+
+
+def test_model_producing_nan_fails_the_audit_naming_the_model(tmp_path, colour_data):
+    model = colour_model()
+    w, b = model.get_layer("head").get_weights()
+    model.get_layer("head").set_weights([w * np.nan, b])
+    path = tmp_path / "broken.keras"
+    model.save(path)
+    one_error(invoke(path, colour_data, "--class-names", "blue,green,red", "--out", tmp_path, *FAST), 1,
+              "broken.keras", "NaN")
+
+
+def test_sigmoid_multilabel_output_is_not_a_classifier(tmp_path, colour_data):
+    import keras
+
+    inp = keras.Input((16, 16, 3))
+    x = keras.layers.GlobalAveragePooling2D()(inp)
+    out = keras.layers.Dense(3, activation="sigmoid")(x)
+    path = tmp_path / "multilabel.keras"
+    keras.Model(inp, out).save(path)
+    one_error(invoke(path, colour_data, "--class-names", "blue,green,red", "--out", tmp_path, *FAST), 2,
+              "multilabel.keras", "'sigmoid'", "not class probabilities")

@@ -70,6 +70,16 @@ def test_json_numbers_equal_sklearn_on_predictions_csv(demo_report):
         assert r["predicted_label"] == names[int(np.argmax(p))]
         assert float(r["confidence"]) == pytest.approx(max(p))
     assert report["summary"]["headline"]["accuracy"] == m["accuracy"]
+    # per-image Fisher scores in the CSV are ||p - y||^2 and 1 - ||p||^2 of its own probability columns
+    for r in rows[:20]:
+        p = np.array([float(r[f"prob_{n}"]) for n in names])
+        y = np.eye(len(names))[names.index(r["true_label"])]
+        assert float(r["fisher_score"]) == pytest.approx(np.sum((p - y) ** 2), abs=1e-5)
+        assert float(r["expected_fisher_score"]) == pytest.approx(1 - np.sum(p ** 2), abs=1e-5)
+    fisher = report["results"]["fisher"]
+    scores = np.array([float(r["fisher_score"]) for r in rows])
+    assert fisher["tail_count"] == int(np.sum(scores > fisher["threshold"]))
+    assert fisher["summaries"][0]["quantiles"]["p90"] == pytest.approx(np.quantile(scores, 0.9), abs=1e-5)
 
 
 @pytest.mark.browser
@@ -129,6 +139,14 @@ def test_pdf_pages_and_text(demo_report, tmp_path):
     assert f"{acc * 100:.1f}%" in text
     assert report["report_id"] in text  # running header
     assert "page 1 of" in text and SAMPLE_MODEL.name in text
+    res = report["results"]
+    for needle in (f"{res['calibration']['ece'] * 100:.2f}%", f"{res['selective_prediction']['aurc']:.4f}",
+                   f"{res['calibration']['temperature']:.3f}", "Sensitivity: Fisher scores", "Calibration",
+                   "Selective prediction"):
+        assert needle in text, needle
+    for p in res["selective_prediction"]["operating_points"]:
+        if p["reachable"]:
+            assert f"{p['coverage'] * 100:.1f}%" in text and f"{p['threshold']:.4f}" in text
 
 
 def test_killed_run_leaves_no_half_report_and_keeps_earlier_ones(demo_report, tmp_path):

@@ -133,13 +133,25 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bi
 
 
 def adaptive_ece(confidence: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS) -> float:
-    """ECE with equal-mass bins: sorted confidences split into ``n_bins`` groups of (nearly) equal size."""
+    """ECE with equal-mass bins: sorted confidences split into ``n_bins`` groups of (nearly) equal size.
+
+    Images with equal confidence always share a bin (a boundary inside a run of ties moves to its
+    end), so the result does not depend on the order of tied images.
+    """
     n = len(confidence)
     if n == 0:
         return float("nan")
     order = np.argsort(confidence, kind="stable")
+    cs = confidence[order]
+    bounds = []
+    for j in range(1, min(n_bins, n)):
+        pos = int(round(j * n / min(n_bins, n)))
+        while 0 < pos < n and cs[pos] == cs[pos - 1]:
+            pos += 1
+        if 0 < pos < n and (not bounds or pos > bounds[-1]):
+            bounds.append(pos)
     total = 0.0
-    for group in np.array_split(order, min(n_bins, n)):
+    for group in np.split(order, bounds):
         total += len(group) * abs(correct[group].mean() - confidence[group].mean())
     return float(total / n)
 
