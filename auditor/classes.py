@@ -81,3 +81,29 @@ def resolve_classes(n_outputs: int, *, data_labels: Sequence[str], labels_with_i
     if missing:
         notes.append("model classes without any image in the data: " + ", ".join(missing))
     return ClassMapping(names, source, mapping, tuple(notes))
+
+
+def match_site_classes(model_classes: Sequence[str], *, labels_with_images: Sequence[str], site: str,
+                       path: Path | str) -> tuple[dict[str, int], tuple[str, ...]]:
+    """Match an external site's class folders to the model's classes by name.
+
+    Returns (label -> model output, unknown labels). A site may hold fewer classes than the model; its
+    unknown classes are left out (and reported); a site with no known class is an input error.
+    """
+    exact = {n: i for i, n in enumerate(model_classes)}
+    folded: dict[str, list[int]] = {}
+    for i, n in enumerate(model_classes):
+        folded.setdefault(n.casefold(), []).append(i)
+    mapping: dict[str, int] = {}
+    unknown = []
+    for label in labels_with_images:
+        if label in exact:
+            mapping[label] = exact[label]
+        elif len(folded.get(label.casefold(), [])) == 1:
+            mapping[label] = folded[label.casefold()][0]
+        else:
+            unknown.append(label)
+    if not mapping:
+        raise input_error(f"--external {site}={path}", f"holds no class the model knows; site classes: "
+                          f"{_fmt(labels_with_images)}; model classes: {_fmt(model_classes)}")
+    return mapping, tuple(unknown)

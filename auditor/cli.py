@@ -23,6 +23,7 @@ Examples:
   wbc-audit model.keras labels.csv --out reports/ --format html,json
   wbc-audit model.h5 data/test/ --preprocess unit --resize area --class-names bas,eos,lym,mon,neu
   wbc-audit model.keras data/test/ --quiet --strict     # for cron/CI
+  wbc-audit model.keras data/test/ --external lab2=data/lab2 --external bccd=data/bccd
 
 \b
 Exit codes: 0 done, 1 the audit failed (or an analysis failed with --strict),
@@ -57,6 +58,10 @@ def _fail(message: str, code: int) -> None:
               help="Bootstrap resamples for confidence intervals (0 turns them off).")
 @click.option("--preprocess-check-samples", default=250, show_default=True, type=int,
               help="Images in the preprocessing check's subsample (0 skips the check).")
+@click.option("--external", "external", multiple=True, metavar="NAME=DIR",
+              help="Also audit the model on an external site's labelled folder (repeatable); classes are matched by name.")
+@click.option("--sites-full", is_flag=True,
+              help="Run Fisher, calibration and selective prediction on every external site too.")
 @click.option("--fisher-threshold", default=0.5, show_default=True, type=float,
               help="Fisher-score tail threshold: images with F = ||p - y||^2 above it form the fragile tail.")
 @click.option("--target-accuracy", "target_accuracy", default="0.95,0.99", show_default=True, metavar="LIST",
@@ -66,7 +71,8 @@ def _fail(message: str, code: int) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or messages; errors still go to stderr.")
 @click.version_option(__version__, "--version", prog_name="wbc-audit")
 def main(paths, out_dir, formats, batch_size, seed, preprocess, resize, class_names, unsafe_deserialization,
-         n_bootstrap, preprocess_check_samples, fisher_threshold, target_accuracy, workers, strict, quiet):
+         n_bootstrap, preprocess_check_samples, external, sites_full, fisher_threshold, target_accuracy, workers,
+         strict, quiet):
     """Audit Keras image classifier(s) MODEL on the labelled images in DATA and write a versioned
     trustworthiness report (HTML, PDF, JSON, predictions.csv).
 
@@ -91,7 +97,8 @@ def main(paths, out_dir, formats, batch_size, seed, preprocess, resize, class_na
             resize=resize, class_names=parse_csv_option(class_names), unsafe_deserialization=unsafe_deserialization,
             quiet=quiet, strict=strict, n_bootstrap=n_bootstrap,
             preprocess_check_samples=preprocess_check_samples, fisher_threshold=fisher_threshold,
-            target_accuracies=_accuracies(target_accuracy), **kwargs)
+            target_accuracies=_accuracies(target_accuracy), external=_sites(external), sites_full=sites_full,
+            **kwargs)
         outcomes = run_audit(config, progress=progress, write=write_report)
     except AuditError as exc:
         _fail(exc.message, exc.exit_code)
@@ -125,6 +132,18 @@ def _accuracies(text: str) -> tuple[float, ...]:
         raise input_error("--target-accuracy", f"{text!r} is not a comma-separated list of numbers",
                           expected="e.g. 0.95,0.99") from None
     return tuple(v / 100 if v > 1 else v for v in values)  # 95 means 95%
+
+
+def _sites(values: tuple[str, ...]) -> tuple[tuple[str, Path], ...]:
+    from .errors import input_error
+
+    out = []
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise input_error("--external", f"{value!r} is not NAME=DIR", expected="e.g. --external lisc=data/lisc")
+        out.append((name.strip(), Path(path.strip())))
+    return tuple(out)
 
 
 def _terminate(signum, frame):  # pragma: no cover - exercised by the kill test in a subprocess

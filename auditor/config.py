@@ -37,6 +37,8 @@ class AuditConfig:
     n_bootstrap: int = 1000
     preprocess_check_samples: int = 250
     gallery_size: int = 12
+    external: tuple[tuple[str, Path], ...] = ()
+    sites_full: bool = False
     fisher_threshold: float = 0.5
     target_accuracies: tuple[float, ...] = (0.95, 0.99)
     workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
@@ -68,6 +70,15 @@ class AuditConfig:
             raise input_error("--bootstrap", f"{self.n_bootstrap} is negative")
         if self.preprocess_check_samples < 0:
             raise input_error("--preprocess-check-samples", f"{self.preprocess_check_samples} is negative")
+        seen: set[str] = set()
+        for name, path in self.external:
+            if not name or not str(path):
+                raise input_error("--external", f"{name}={path} lacks a name or a folder", expected="NAME=DIR")
+            if name.casefold() in seen:
+                raise input_error("--external", f"two sites are named {name!r}", expected="a distinct name per site")
+            if name.casefold() == "internal":
+                raise input_error("--external", "the name 'internal' is taken by the main data set")
+            seen.add(name.casefold())
         if not 0 <= self.fisher_threshold <= 2:
             raise input_error("--fisher-threshold", f"{self.fisher_threshold} is outside [0, 2]",
                               expected="a Fisher score between 0 and 2")
@@ -85,6 +96,7 @@ class AuditConfig:
         d["out_dir"] = str(self.out_dir)
         d["formats"] = list(self.formats)
         d["target_accuracies"] = list(self.target_accuracies)
+        d["external"] = {name: str(path) for name, path in self.external}
         d["class_names"] = list(self.class_names) if self.class_names is not None else None
         return d
 

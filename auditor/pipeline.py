@@ -23,13 +23,14 @@ from .analyses.fisher import compute_fisher, fisher_scores
 from .analyses.metrics import compute_classification_metrics
 from .analyses.preprocessing import compute_preprocessing_check
 from .analyses.selective import compute_selective
-from .classes import ClassMapping, resolve_classes
+from .analyses.sites import SiteData, compute_sites
+from .classes import ClassMapping, match_site_classes, resolve_classes
 from .config import DEFAULT_RESIZE, RESIZE_CHOICES, AuditConfig
-from .data import DatasetIndex, discover, fingerprint, iter_batches, load_sample, stratified_subsample, thumbnail
+from .data import DatasetIndex, Skipped, discover, fingerprint, iter_batches, load_sample, stratified_subsample, thumbnail
 from .errors import input_error
 from .preprocess import SCALINGS, scale_pixels
 from .progress import QUIET, Progress
-from .report.document import AuditReport, Failure, GalleryItem
+from .report.document import AuditReport, Failure, GalleryItem, SiteDetail, SiteSample
 from .sidecar import Sidecar, load_sidecar
 
 
@@ -61,6 +62,26 @@ class CleanPass:
     seconds: float
 
 
+@dataclass(frozen=True)
+class Site:
+    """An external data set: its name, discovery result, and where it lives."""
+
+    name: str
+    path: Path
+    index: DatasetIndex
+
+
+@dataclass
+class SiteRun:
+    """One external site's clean pass, with its class matching."""
+
+    site: Site
+    index: DatasetIndex  # restricted to the classes the model knows
+    clean_pass: CleanPass
+    unknown_classes: tuple[str, ...]
+    leaks: list[tuple[str, str]]  # (site path, internal path) of byte-identical images
+
+
 @dataclass
 class AuditRun:
     """One model's audit: the report, the clean pass it came from, and per-image columns for the CSV."""
@@ -68,6 +89,7 @@ class AuditRun:
     report: AuditReport
     clean_pass: CleanPass
     columns: dict[str, np.ndarray]
+    sites: list[SiteRun]
 
 
 @dataclass(frozen=True)
@@ -87,13 +109,33 @@ def run_audit(config: AuditConfig, *, progress: Progress = QUIET,
     if not index.samples:
         raise input_error(config.data_path, "holds no image file", expected="images with extension "
                           "jpg, jpeg, png, bmp, tif or tiff inside class folders")
+    sites = [discover_site(name, path) for name, path in config.external]
     prepared = [prepare_model(config, path, index) for path in config.model_paths]
+    for pm in prepared:  # class matching of every site, before any model time is spent
+        for site in sites:
+            match_site_classes(pm.mapping.model_classes, labels_with_images=_labels_with_images(site.index),
+                               site=site.name, path=site.path)
     outcomes = []
     for pm in prepared:
-        run = audit_model(config, pm, index, progress)
+        run = audit_model(config, pm, index, progress, sites=sites)
         out_dir = write(run, pm, index, config) if write else None
         outcomes.append(AuditOutcome(run.report, out_dir))
     return outcomes
+
+
+def discover_site(name: str, path: Path) -> Site:
+    """Index an external site; its errors name the --external option."""
+    if not Path(path).is_dir():
+        raise input_error(f"--external {name}={path}", "no such directory",
+                          expected="a class-per-folder directory")
+    index = discover(Path(path))
+    if not index.samples:
+        raise input_error(f"--external {name}={path}", "holds no image file")
+    return Site(name, Path(path), index)
+
+
+def _labels_with_images(index: DatasetIndex) -> list[str]:
+    return [lab for lab, n in index.counts().items() if n > 0]
 
 
 def prepare_model(config: AuditConfig, path: Path, index: DatasetIndex) -> PreparedModel:
@@ -128,8 +170,14 @@ def prepare_model(config: AuditConfig, path: Path, index: DatasetIndex) -> Prepa
     return PreparedModel(path, adapter, sidecar, mapping, scaling, scaling_source, resize, resize_source)
 
 
-def clean_pass(pm: PreparedModel, index: DatasetIndex, config: AuditConfig, progress: Progress) -> CleanPass:
-    """One streaming pass: decode in threads, resize+scale, forward; keep per-sample vectors only."""
+def clean_pass(pm: PreparedModel, index: DatasetIndex, config: AuditConfig, progress: Progress, *,
+               data_to_model: dict[str, int] | None = None, stage: str = "model pass",
+               data_path: Path | str | None = None) -> CleanPass:
+    """One streaming pass: decode in threads, resize+scale, forward; keep per-sample vectors only.
+
+    ``data_to_model`` maps data labels to model outputs (default: the model's main class mapping).
+    """
+    data_to_model = pm.mapping.data_to_model if data_to_model is None else data_to_model
     adapter = pm.adapter
     samples = index.samples
     n, k = len(samples), adapter.n_outputs
@@ -139,7 +187,7 @@ def clean_pass(pm: PreparedModel, index: DatasetIndex, config: AuditConfig, prog
     failed: list[tuple[str, str]] = []
     all_hashes: dict[int, str] = {}
     t0 = time.perf_counter()
-    with progress.stage("model pass", n) as bar:
+    with progress.stage(stage, n) as bar:
         for batch in iter_batches(samples, config.batch_size, workers=config.workers):
             all_hashes.update(batch.hashes)
             failed.extend((samples[f.index].rel, f.error) for f in batch.failed)
@@ -153,10 +201,10 @@ def clean_pass(pm: PreparedModel, index: DatasetIndex, config: AuditConfig, prog
             bar.update(len(batch.indices) + len(batch.failed))
     seconds = time.perf_counter() - t0
     if not ok.any():
-        raise input_error(config.data_path, f"holds no readable image: all {n} image files failed to decode "
+        raise input_error(data_path or config.data_path, f"holds no readable image: all {n} image files failed to decode "
                           f"(first: {failed[0][0]}: {failed[0][1]})")
     sel = np.flatnonzero(ok)
-    y_true = np.array([pm.mapping.data_to_model[samples[i].label] for i in sel], dtype=np.int64)
+    y_true = np.array([data_to_model[samples[i].label] for i in sel], dtype=np.int64)
     if feats is None:
         feats = np.zeros((n, 0), dtype=np.float32)
     return CleanPass(sel, y_true, probs[sel], feats[sel], [all_hashes[i] for i in sel], failed, all_hashes, seconds)
@@ -198,9 +246,27 @@ def _attempt(name: str, failures: list[Failure], fn: Callable, *args, **kwargs):
         return None
 
 
+def site_pass(pm: PreparedModel, site: Site, config: AuditConfig, progress: Progress,
+              internal_hashes: dict[str, str]) -> SiteRun:
+    """One clean pass over an external site's images of classes the model knows."""
+    mapping, unknown = match_site_classes(pm.mapping.model_classes,
+                                          labels_with_images=_labels_with_images(site.index),
+                                          site=site.name, path=site.path)
+    keep = tuple(s for s in site.index.samples if s.label in mapping)
+    left_out = tuple(Skipped(s.rel, f"class '{s.label}' is not one of the model's classes")
+                     for s in site.index.samples if s.label not in mapping)
+    index = DatasetIndex(site.index.root, site.index.source, keep, site.index.skipped + left_out,
+                         tuple(lab for lab in site.index.labels if lab in mapping), site.index.empty_labels)
+    cp = clean_pass(pm, index, config, progress, data_to_model=mapping, stage=f"site {site.name}"[:24],
+                    data_path=f"--external {site.name}={site.path}")
+    leaks = [(index.samples[i].rel, internal_hashes[h]) for i, h in zip(cp.sample_idx, cp.hashes)
+             if h in internal_hashes]
+    return SiteRun(site, index, cp, unknown, leaks)
+
+
 def audit_model(config: AuditConfig, pm: PreparedModel, index: DatasetIndex,
-                progress: Progress = QUIET) -> AuditRun:
-    """Run the clean pass and every analysis for one prepared model."""
+                progress: Progress = QUIET, *, sites: list[Site] | tuple = ()) -> AuditRun:
+    """Run the clean pass and every analysis for one prepared model (and its external sites)."""
     timings: dict[str, float] = {}
     progress.info(f"auditing {pm.path.name} on {len(index.samples)} image files in {config.data_path}")
     cp = clean_pass(pm, index, config, progress)
@@ -236,6 +302,39 @@ def audit_model(config: AuditConfig, pm: PreparedModel, index: DatasetIndex,
         check = _attempt("preprocessing_check", failures, run_preprocessing_check, pm, index, cp, config, progress)
         timings["preprocessing_check"] = round(time.perf_counter() - t, 3)
 
+    site_runs: list[SiteRun] = []
+    sites_result = None
+    site_details: list[SiteDetail] = []
+    site_samples: list[SiteSample] = []
+    if sites:
+        t = time.perf_counter()
+        internal_hashes = {h: samples[i].rel for i, h in zip(cp.sample_idx, cp.hashes)}
+        site_runs = [site_pass(pm, s, config, progress, internal_hashes) for s in sites]
+        timings["site_passes"] = round(time.perf_counter() - t, 3)
+        t = time.perf_counter()
+        sites_result = _attempt(
+            "external_sites", failures, compute_sites,
+            SiteData("internal", cp.y_true, cp.probs, cp.features),
+            [SiteData(r.site.name, r.clean_pass.y_true, r.clean_pass.probs, r.clean_pass.features) for r in site_runs],
+            class_names=names, leaks={r.site.name: len(r.leaks) for r in site_runs},
+            n_bootstrap=config.n_bootstrap, seed=config.seed)
+        if config.sites_full:
+            for r in site_runs:
+                rc = r.clean_pass
+                f_site = rc.features if rc.features.shape[1] > 0 else None
+                site_details.append(SiteDetail(
+                    site=r.site.name,
+                    fisher=_attempt(f"fisher ({r.site.name})", failures, compute_fisher, rc.y_true, rc.probs,
+                                    class_names=names, features=f_site, threshold=config.fisher_threshold,
+                                    n_top=0),
+                    calibration=_attempt(f"calibration ({r.site.name})", failures, compute_calibration,
+                                         rc.y_true, rc.probs, seed=config.seed),
+                    selective=_attempt(f"selective_prediction ({r.site.name})", failures, compute_selective,
+                                       rc.y_true, rc.probs, targets=config.target_accuracies)))
+        timings["site_analyses"] = round(time.perf_counter() - t, 3)
+        site_samples = _site_strip([("internal", index, cp)] + [(r.site.name, r.index, r.clean_pass)
+                                                                for r in site_runs], names, config.seed)
+
     skipped = [(s.rel, s.reason) for s in index.skipped] + cp.failed
     skipped.sort()
     used_paths = [samples[i].rel for i in cp.sample_idx]
@@ -258,7 +357,7 @@ def audit_model(config: AuditConfig, pm: PreparedModel, index: DatasetIndex,
     info = pm.adapter.info
     created = datetime.now(timezone.utc)
     report_id = f"{created.strftime('%Y%m%dT%H%M%SZ')}-{info.sha256[:8]}"
-    summary = build_summary(metrics, check, dq, failures, pm, calibration, selective)
+    summary = build_summary(metrics, check, dq, failures, pm, calibration, selective, sites_result, site_runs)
     from .model import environment  # TensorFlow is already loaded by now
     report = AuditReport(
         schema_version=SCHEMA_VERSION, report_id=report_id, tool_version=__version__,
@@ -275,12 +374,47 @@ def audit_model(config: AuditConfig, pm: PreparedModel, index: DatasetIndex,
                      **environment()},
         config=config.to_dict(), summary=summary, data_quality=dq, classification=metrics,
         preprocessing_check=check, mistakes=mistakes, fisher=fisher, fisher_gallery=fisher_gallery,
-        calibration=calibration, selective=selective, failures=tuple(failures), timings=timings,
+        calibration=calibration, selective=selective, sites=sites_result, site_details=tuple(site_details),
+        site_samples=tuple(site_samples), site_info=tuple(_site_info(r) for r in site_runs),
+        failures=tuple(failures), timings=timings,
     )
-    return AuditRun(report, cp, columns)
+    return AuditRun(report, cp, columns, site_runs)
 
 
-def build_summary(metrics, check, dq, failures, pm: PreparedModel, calibration=None, selective=None) -> dict:
+def _site_info(r: SiteRun) -> dict:
+    """Per-site facts for the report: path, counts, skipped files, leakage, fingerprint."""
+    cp, idx = r.clean_pass, r.index
+    skipped = sorted([(s.rel, s.reason) for s in idx.skipped] + cp.failed)
+    return {
+        "name": r.site.name, "path": str(r.site.path), "n_images": int(len(cp.sample_idx)),
+        "fingerprint": fingerprint([(idx.samples[i].rel, idx.samples[i].label, h)
+                                    for i, h in cp.all_hashes.items() if h]),
+        "counts": {lab: int(n) for lab, n in idx.counts().items()},
+        "unknown_classes": list(r.unknown_classes),
+        "skipped": [{"path": p, "reason": why} for p, why in skipped],
+        "leaked": [{"site_path": a, "internal_path": b} for a, b in r.leaks],
+    }
+
+
+def _site_strip(datasets, names, seed: int, per_site: int = 5) -> list[SiteSample]:
+    """A few images of each data set, one per class in turn (seeded), for the side-by-side strip."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for site_name, index, cp in datasets:
+        by_class: dict[int, list[int]] = {}
+        for j, c in enumerate(cp.y_true):
+            by_class.setdefault(int(c), []).append(j)
+        picks = []
+        for c in sorted(by_class):
+            picks.append(by_class[c][int(rng.integers(len(by_class[c])))])
+        for j in picks[:per_site]:
+            out.append(SiteSample(site_name, str(index.root), index.samples[cp.sample_idx[j]].rel,
+                                  names[cp.y_true[j]]))
+    return out
+
+
+def build_summary(metrics, check, dq, failures, pm: PreparedModel, calibration=None, selective=None,
+                  sites=None, site_runs=()) -> dict:
     """Headline numbers and every warning, in the order a reviewer should read them."""
     warnings: list[str] = []
     if check is not None:
@@ -317,5 +451,19 @@ def build_summary(metrics, check, dq, failures, pm: PreparedModel, calibration=N
             {"target_accuracy": p.target_accuracy, "coverage": p.coverage, "threshold": p.threshold,
              "reachable": p.reachable} for p in selective.operating_points]
         headline["aurc"] = selective.aurc
+    for r in site_runs:
+        if r.leaks:
+            warnings.append(f"Leakage: site {r.site.name} shares {len(r.leaks)} byte-identical image(s) with the "
+                            f"internal set (e.g. {r.leaks[0][0]} = {r.leaks[0][1]}).")
+        if r.unknown_classes:
+            warnings.append(f"Site {r.site.name}: class folder(s) {', '.join(r.unknown_classes)} unknown to the "
+                            "model were left out.")
+    if sites is not None and len(sites.rows) > 1:
+        headline["sites"] = [{"name": row.name, "accuracy": row.metrics.accuracy, "accuracy_gap": row.accuracy_gap,
+                              "shift_score": row.shift_score} for row in sites.rows[1:]]
+        worst = max(sites.rows[1:], key=lambda row: row.accuracy_gap)
+        if worst.accuracy_gap > 0.05:
+            warnings.append(f"External site {worst.name}: accuracy {worst.metrics.accuracy:.1%}, "
+                            f"{worst.accuracy_gap * 100:.1f} points below internal (see External sites).")
     return {"headline": headline, "warnings": warnings, "n_failures": len(failures)}
 

@@ -33,8 +33,9 @@ def real_test_dir() -> Path:
 
 def test_audit_of_real_pbc_test_set(real_test_dir, tmp_path):
     files = [p for p in real_test_dir.rglob("*") if p.is_file()]
+    train = real_test_dir.parent / "train"
     r = run_cli(SAMPLE_MODEL, real_test_dir, "--out", tmp_path, "--format", "json,html", "--quiet",
-                "--bootstrap", "200")
+                "--bootstrap", "200", "--external", f"pbc-train={train}")
     assert r.returncode == 0, r.stderr
     folder = Path(r.stdout.strip())
     report = json.loads((folder / "audit.json").read_text())
@@ -54,3 +55,24 @@ def test_audit_of_real_pbc_test_set(real_test_dir, tmp_path):
     assert acc == pytest.approx(report["results"]["classification"]["accuracy"])
     html = (folder / "report.html").read_text()
     assert ".DS_169665.jpg" in html and "hidden file" in html
+    assert r.stderr == ""  # --quiet
+
+    # the train folder as a pretend second site: its numbers equal scikit-learn's on its predictions
+    from sklearn import metrics as skm
+
+    site = report["results"]["external_sites"]["sites"][1]
+    assert site["name"] == "pbc-train"
+    with open(folder / "sites" / "pbc-train.csv", newline="") as fh:
+        site_rows = list(csv.DictReader(fh))
+    assert len(site_rows) == site["n_images"] == len([p for p in train.rglob("*") if p.is_file()])
+    y = [x["true_label"] for x in site_rows]
+    p = [x["predicted_label"] for x in site_rows]
+    assert skm.accuracy_score(y, p) == pytest.approx(site["accuracy"])
+    assert skm.f1_score(y, p, average="macro") == pytest.approx(site["f1_macro"])
+    assert skm.balanced_accuracy_score(y, p) == pytest.approx(site["balanced_accuracy"])
+    recall = skm.recall_score(y, p, average=None, labels=report["classes"]["model_classes"])
+    assert [site["recall"][c] for c in report["classes"]["model_classes"]] == pytest.approx(list(recall))
+    internal = report["results"]["external_sites"]["sites"][0]
+    assert internal["accuracy"] == report["results"]["classification"]["accuracy"]
+    assert site["accuracy_gap"] == pytest.approx(internal["accuracy"] - site["accuracy"])
+    assert "External sites" in html

@@ -12,6 +12,7 @@ from ..analyses.fisher import FisherResult
 from ..analyses.metrics import ClassificationMetrics
 from ..analyses.preprocessing import PreprocessingCheck
 from ..analyses.selective import SelectiveResult
+from ..analyses.sites import SitesResult
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,40 @@ class GalleryItem:
 
 
 @dataclass(frozen=True)
+class SiteSample:
+    """One image of the side-by-side strip of sites."""
+
+    site: str
+    root: str
+    path: str
+    label: str
+
+    def to_dict(self) -> dict:
+        return {"site": self.site, "root": self.root, "path": self.path, "label": self.label}
+
+
+@dataclass(frozen=True)
+class SiteDetail:
+    """The later sections run on one external site (``--sites-full``)."""
+
+    site: str
+    fisher: FisherResult | None
+    calibration: CalibrationResult | None
+    selective: SelectiveResult | None
+
+    def to_dict(self) -> dict:
+        return {"site": self.site, "fisher": self.fisher.to_dict() if self.fisher else None,
+                "calibration": self.calibration.to_dict() if self.calibration else None,
+                "selective_prediction": self.selective.to_dict() if self.selective else None}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SiteDetail":
+        return cls(d["site"], FisherResult.from_dict(d["fisher"]) if d.get("fisher") else None,
+                   CalibrationResult.from_dict(d["calibration"]) if d.get("calibration") else None,
+                   SelectiveResult.from_dict(d["selective_prediction"]) if d.get("selective_prediction") else None)
+
+
+@dataclass(frozen=True)
 class AuditReport:
     schema_version: int
     report_id: str
@@ -61,6 +96,10 @@ class AuditReport:
     fisher_gallery: tuple[GalleryItem, ...] = ()
     calibration: CalibrationResult | None = None
     selective: SelectiveResult | None = None
+    sites: SitesResult | None = None
+    site_details: tuple[SiteDetail, ...] = ()
+    site_samples: tuple[SiteSample, ...] = ()
+    site_info: tuple[dict, ...] = ()
     failures: tuple[Failure, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -79,7 +118,11 @@ class AuditReport:
                 "highest_fisher_images": [m.to_dict() for m in self.fisher_gallery],
                 "calibration": self.calibration.to_dict() if self.calibration else None,
                 "selective_prediction": self.selective.to_dict() if self.selective else None,
+                "external_sites": self.sites.to_dict() if self.sites else None,
+                "external_sites_full": [s.to_dict() for s in self.site_details],
             },
+            "external_sites": list(self.site_info),
+            "site_samples": [s.to_dict() for s in self.site_samples],
             "failures": [f.to_dict() for f in self.failures],
             "timings_seconds": self.timings,
         })
@@ -102,6 +145,10 @@ class AuditReport:
             calibration=CalibrationResult.from_dict(res["calibration"]) if res.get("calibration") else None,
             selective=(SelectiveResult.from_dict(res["selective_prediction"])
                        if res.get("selective_prediction") else None),
+            sites=SitesResult.from_dict(res["external_sites"]) if res.get("external_sites") else None,
+            site_details=tuple(SiteDetail.from_dict(s) for s in res.get("external_sites_full", [])),
+            site_samples=tuple(SiteSample(**s) for s in d.get("site_samples", [])),
+            site_info=tuple(d.get("external_sites", [])),
             failures=tuple(Failure(**f) for f in d.get("failures", [])),
             timings=d.get("timings_seconds", {}),
         )

@@ -22,6 +22,7 @@ from ..analyses.fisher import FisherResult  # noqa: E402
 from ..analyses.metrics import ClassificationMetrics  # noqa: E402
 from ..analyses.preprocessing import PreprocessingCheck  # noqa: E402
 from ..analyses.selective import SelectiveResult  # noqa: E402
+from ..analyses.sites import SitesResult  # noqa: E402
 
 DPI = 160
 PALETTE = ["#1f5fa8", "#d9822b", "#2a9d5c", "#c0392b", "#7d4fb5", "#8c6d31", "#d35fb7", "#5f6b7a",
@@ -269,4 +270,50 @@ def risk_coverage_curve(s: SelectiveResult) -> bytes:
         ax.set_title("Risk–coverage curve")
         ax.legend(frameon=False, loc="upper left")
         ax.grid(alpha=0.25)
+        return _png(fig)
+
+
+def site_recall_heatmap(s: SitesResult) -> bytes:
+    """Recall per class (columns) and site (rows); blank where a site has no image of a class."""
+    names = s.class_names
+    values = np.array([[next(r.recall for r in row.metrics.per_class if r.name == n) for n in names]
+                       for row in s.rows], dtype=float)
+    annot = np.where(np.isnan(values), "–", np.char.mod("%.0f%%", np.nan_to_num(values) * 100))
+    with matplotlib.rc_context(STYLE):
+        fig = _new(min(7.0, 2.2 + 0.85 * len(names)), 1.2 + 0.45 * len(s.rows))
+        ax = fig.add_subplot()
+        sns.heatmap(values, ax=ax, annot=annot, fmt="", cmap="RdYlGn", vmin=0, vmax=1, linewidths=0.5,
+                    linecolor="white", xticklabels=[_short(n, 12) for n in names],
+                    yticklabels=[f"{row.name} (n={row.n_images})" for row in s.rows],
+                    cbar_kws={"label": "recall"})
+        ax.set_title("Recall by class and site (internal first)")
+        ax.tick_params(axis="y", rotation=0)
+        ax.tick_params(axis="x", rotation=30 if len(names) > 5 else 0)
+        return _png(fig)
+
+
+def site_confusions(s: SitesResult) -> bytes:
+    """One row-normalised confusion matrix per site, side by side (small multiples)."""
+    n = len(s.rows)
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    k = len(s.class_names)
+    with matplotlib.rc_context(STYLE):
+        fig = _new(2.6 * cols + 0.4, 2.5 * rows + 0.3)
+        axes = fig.subplots(rows, cols, squeeze=False)
+        for ax in axes.ravel()[n:]:
+            ax.set_axis_off()
+        for ax, row in zip(axes.ravel(), s.rows):
+            cm = np.asarray(row.metrics.confusion, dtype=float)
+            sums = cm.sum(axis=1, keepdims=True)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                norm = np.where(sums > 0, cm / sums, np.nan)
+            sns.heatmap(norm, ax=ax, cmap="Purples", vmin=0, vmax=1, cbar=False, square=True, linewidths=0.3,
+                        linecolor="white", annot=k <= 6, fmt=".0%", annot_kws={"fontsize": 6},
+                        xticklabels=[n_[:3] for n_ in s.class_names], yticklabels=[n_[:3] for n_ in s.class_names])
+            ax.set_title(f"{row.name}: {row.metrics.accuracy:.0%}", fontsize=8.5)
+            ax.tick_params(labelsize=6.5)
+            ax.tick_params(axis="y", rotation=0)
+            ax.set_xlabel("predicted", fontsize=7)
+            ax.set_ylabel("true", fontsize=7)
         return _png(fig)

@@ -51,6 +51,14 @@ def _sig(value, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
+def _pts(fraction) -> str:
+    """A signed difference of proportions in percentage points (no "-0.0")."""
+    if fraction is None or (isinstance(fraction, float) and math.isnan(fraction)):
+        return "–"
+    value = round(fraction * 100, 1) + 0.0
+    return f"{value:+.1f} pts"
+
+
 def _datauri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
@@ -59,7 +67,7 @@ def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())),
                              autoescape=jinja2.select_autoescape(["html"], default=True),
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(pct=_pct, num=_num, ci=_ci, datauri=_datauri, sig=_sig)
+    env.filters.update(pct=_pct, num=_num, ci=_ci, datauri=_datauri, sig=_sig, pts=_pts)
     return env
 
 
@@ -80,6 +88,9 @@ def make_figures(report: AuditReport) -> dict[str, bytes]:
         out["confidence_histogram"] = figures.confidence_histogram(report.calibration)
     if report.selective is not None:
         out["risk_coverage"] = figures.risk_coverage_curve(report.selective)
+    if report.sites is not None and len(report.sites.rows) > 1:
+        out["site_recall"] = figures.site_recall_heatmap(report.sites)
+        out["site_confusions"] = figures.site_confusions(report.sites)
     if report.preprocessing_check is not None:
         out["preprocessing_grid"] = figures.preprocessing_grid(report.preprocessing_check)
     return out
@@ -90,12 +101,14 @@ def json_text(report: AuditReport) -> str:
     return json.dumps(report.to_dict(), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
 
 
-def render_html(report: AuditReport, figs: Mapping[str, bytes], thumbs: Mapping[int, bytes]) -> str:
+def render_html(report: AuditReport, figs: Mapping[str, bytes], thumbs: Mapping[int, bytes],
+                site_thumbs: list[bytes | None] | None = None) -> str:
     """The self-contained HTML report (figures and thumbnails embedded, no external requests)."""
     env = _environment()
     css = (templates_dir() / "report.css").read_text(encoding="utf-8")
     return env.get_template("report.html").render(
-        report=report, figures=figs, thumbs=thumbs, css=css, score_names=SCORE_NAMES,
+        report=report, figures=figs, thumbs=thumbs, site_thumbs=site_thumbs or [], css=css,
+        score_names=SCORE_NAMES,
         config_json=json.dumps(report.config, indent=2, ensure_ascii=False))
 
 
