@@ -156,17 +156,22 @@ def thumbnail_png(image: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
+def _stacked_bars(ax, edges, correct, wrong) -> None:
+    """Correct (blue) and wrong (red) counts per bin, stacked."""
+    edges = np.asarray(edges)
+    widths = np.diff(edges)
+    ax.bar(edges[:-1], correct, width=widths, align="edge", color="#1f5fa8", alpha=0.85, label="correct",
+           edgecolor="white", linewidth=0.3)
+    ax.bar(edges[:-1], wrong, width=widths, align="edge", bottom=correct, color="#c0392b", alpha=0.85,
+           label="mistake", edgecolor="white", linewidth=0.3)
+
+
 def fisher_histogram(f: FisherResult) -> bytes:
     """Distribution of Fisher scores on a log axis, correct and wrong predictions stacked."""
-    edges = np.asarray(f.histogram_edges)
-    widths = np.diff(edges)
     with matplotlib.rc_context(STYLE):
         fig = _new(5.6, 3.3)
         ax = fig.add_subplot()
-        ax.bar(edges[:-1], f.histogram_correct, width=widths, align="edge", color="#1f5fa8", alpha=0.85,
-               label="correct", edgecolor="white", linewidth=0.3)
-        ax.bar(edges[:-1], f.histogram_wrong, width=widths, align="edge", bottom=f.histogram_correct,
-               color="#c0392b", alpha=0.85, label="mistake", edgecolor="white", linewidth=0.3)
+        _stacked_bars(ax, f.histogram_edges, f.histogram_correct, f.histogram_wrong)
         ax.axvline(f.threshold, color="#111111", ls="--", lw=1, label=f"tail threshold F = {f.threshold:g}")
         ax.set_xscale("log")
         ax.set_xlabel("Fisher score F = ||p − y||² (log scale)")
@@ -230,15 +235,10 @@ def reliability_diagram(c: CalibrationResult) -> bytes:
 
 def confidence_histogram(c: CalibrationResult) -> bytes:
     """How confident the model is, correct and wrong predictions stacked."""
-    edges = np.asarray(c.confidence_hist_edges)
-    widths = np.diff(edges)
     with matplotlib.rc_context(STYLE):
         fig = _new(5.0, 3.0)
         ax = fig.add_subplot()
-        ax.bar(edges[:-1], c.confidence_hist_correct, width=widths, align="edge", color="#1f5fa8", alpha=0.85,
-               edgecolor="white", label="correct")
-        ax.bar(edges[:-1], c.confidence_hist_wrong, width=widths, align="edge", bottom=c.confidence_hist_correct,
-               color="#c0392b", alpha=0.85, edgecolor="white", label="mistake")
+        _stacked_bars(ax, c.confidence_hist_edges, c.confidence_hist_correct, c.confidence_hist_wrong)
         ax.axvline(c.mean_confidence, color="#d9822b", ls=":", lw=1.2, label=f"mean confidence {c.mean_confidence:.1%}")
         ax.set_xlim(0, 1)
         ax.set_xlabel("confidence (top probability)")
