@@ -290,14 +290,38 @@ def _write_history(history: dict, csv_path: Path, png_path: Path, title: str) ->
     plt.close(fig)
 
 
+def _EpochTimer(store: list):
+    """A Keras callback appending each epoch's wall time (training and validation) to ``store``."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            store.append(time.perf_counter() - self._t)
+
+    return EpochTimer()
+
+
 def output_paths(out: Path) -> dict[str, Path]:
     out = Path(out)
     return {"model": out, "sidecar": out.with_suffix(".json"),
             "history": out.with_name(out.stem + ".history.csv"), "curves": out.with_name(out.stem + ".curves.png")}
 
 
-def train(p: Plan) -> dict:
-    """Train as planned, write the model and its companions; return the sidecar dict."""
+@dataclass
+class TrainResult:
+    """What :func:`train` made: the trained model (best weights) and what was written."""
+
+    model: object  # keras.Model
+    sidecar: dict
+    history: dict[str, list[float]]
+    paths: dict[str, Path]
+
+
+def train(p: Plan) -> TrainResult:
+    """Train as planned, write the model and its companions (see :func:`output_paths`)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
     import numpy as np
@@ -324,9 +348,11 @@ def train(p: Plan) -> dict:
     paths = output_paths(cfg.out)
     paths["model"].parent.mkdir(parents=True, exist_ok=True)
     verbose = (1 if log.isatty() else 2) if cfg.verbose else 0
+    epoch_seconds: list[float] = []
     with tempfile.TemporaryDirectory(prefix="wbc-zoo-") as tmp:
         ckpt = Path(tmp) / "best.weights.h5"
         callbacks = [
+            _EpochTimer(epoch_seconds),
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True,
                                           verbose=1 if cfg.verbose else 0),
             keras.callbacks.ModelCheckpoint(str(ckpt), monitor="val_loss", save_best_only=True,
@@ -360,7 +386,7 @@ def train(p: Plan) -> dict:
 
     sidecar = build_sidecar(p, class_names, train_counts, n_val, weights, epochs_run=epochs_run, best_epoch=best + 1,
                             val_loss=float(val_loss), val_accuracy=float(val_acc), seconds=seconds,
-                            param_count=int(model.count_params()))
+                            param_count=int(model.count_params()), epoch_seconds=epoch_seconds)
     paths["sidecar"].write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
     _write_history(history, paths["history"], paths["curves"],
                    f"{p.arch.name} {p.input_size[0]}x{p.input_size[1]} on {p.train.path.name} (seed {cfg.seed})")
@@ -369,11 +395,11 @@ def train(p: Plan) -> dict:
               f"training took {seconds:.1f} s", file=log)
         print(f"wrote {paths['model']}, {paths['sidecar'].name}, {paths['history'].name}, {paths['curves'].name}",
               file=log)
-    return sidecar
+    return TrainResult(model, sidecar, history, paths)
 
 
 def build_sidecar(p: Plan, class_names, train_counts, n_val, weights, *, epochs_run, best_epoch, val_loss,
-                  val_accuracy, seconds, param_count) -> dict:
+                  val_accuracy, seconds, param_count, epoch_seconds=()) -> dict:
     import keras
     import tensorflow as tf
 
@@ -431,6 +457,7 @@ def build_sidecar(p: Plan, class_names, train_counts, n_val, weights, *, epochs_
             "weights": cfg.weights,
             "param_count": param_count,
             "train_seconds": round(seconds, 1),
+            "epoch_seconds": [round(t, 2) for t in epoch_seconds],  # the first includes graph tracing
             "keras_version": keras.__version__,
             "tensorflow_version": tf.__version__,
         },
