@@ -212,26 +212,27 @@ def clean_pass(pm: PreparedModel, index: DatasetIndex, config: AuditConfig, prog
 
 def run_preprocessing_check(pm: PreparedModel, index: DatasetIndex, cp: CleanPass, config: AuditConfig,
                             progress: Progress):
-    """Forward a stratified subsample under every (resize, scaling); analysis is pure arithmetic."""
-    m = config.preprocess_check_samples
-    sub = stratified_subsample(cp.y_true, m, seed=config.seed)
-    images = []
-    for j in sub:
-        loaded = load_sample(int(j), index.samples[cp.sample_idx[j]])
-        images.append(loaded.image)
+    """Forward a stratified subsample under every (resize, scaling); analysis is pure arithmetic.
+
+    Works in chunks of ``batch_size`` images, so memory holds one chunk per resize method at a time.
+    """
+    sub = stratified_subsample(cp.y_true, config.preprocess_check_samples, seed=config.seed)
     chosen = (pm.resize, pm.scaling)
-    preds: dict[tuple[str, str], np.ndarray] = {}
     settings = [(r, s) for r in RESIZE_CHOICES for s in SCALINGS]
-    with progress.stage("preprocessing check", len(settings)) as bar:
-        for r in RESIZE_CHOICES:
-            resized = pm.adapter.prepare(images, resize=r, scaling="raw")  # [0, 255] floats
-            for s in SCALINGS:
-                if (r, s) == chosen:
-                    preds[(r, s)] = cp.probs[sub].argmax(axis=1)  # the clean pass already has these
-                else:
-                    x = scale_pixels(resized, s)
-                    preds[(r, s)] = pm.adapter.predict_arrays(x, config.batch_size).argmax(axis=1)
-                bar.update(1)
+    parts: dict[tuple[str, str], list[np.ndarray]] = {key: [] for key in settings}
+    with progress.stage("preprocessing check", len(sub)) as bar:
+        for start in range(0, len(sub), config.batch_size):
+            chunk = sub[start:start + config.batch_size]
+            images = [load_sample(int(j), index.samples[cp.sample_idx[j]]).image for j in chunk]
+            for r in RESIZE_CHOICES:
+                resized = pm.adapter.prepare(images, resize=r, scaling="raw")  # [0, 255] floats
+                for s in SCALINGS:
+                    if (r, s) == chosen:
+                        parts[(r, s)].append(cp.probs[chunk].argmax(axis=1))  # the clean pass has these
+                    else:
+                        parts[(r, s)].append(pm.adapter.forward(scale_pixels(resized, s))[0].argmax(axis=1))
+            bar.update(len(chunk))
+    preds = {key: np.concatenate(v) for key, v in parts.items()}
     return compute_preprocessing_check(cp.y_true[sub], preds, chosen=chosen)
 
 

@@ -137,3 +137,13 @@ def test_savedmodel_directory_loads_without_features(tmp_path):
     np.testing.assert_allclose(probs, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
     assert feats.shape == (3, 0)
     assert "SavedModel" in clf.features_note
+
+
+@pytest.mark.parametrize("method", ["bilinear", "area", "nearest", "bicubic"])
+def test_equal_size_resize_is_the_identity_we_skip(method):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(4)
+    img = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    ref = tf.image.resize(img[None], (16, 16), method=method, antialias=False).numpy()[0]
+    assert np.array_equal(ref, img.astype(np.float32))

@@ -1,0 +1,1 @@
+"""Benchmarks of wbc-audit: ``python -m bench.run`` (or ``make bench``); results in ``bench/results/``."""
