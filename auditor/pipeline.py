@@ -26,7 +26,7 @@ from .analyses.selective import compute_selective
 from .analyses.sites import SiteData, compute_sites
 from .classes import ClassMapping, match_site_classes, resolve_classes
 from .config import DEFAULT_RESIZE, RESIZE_CHOICES, AuditConfig
-from .data import DatasetIndex, Skipped, discover, fingerprint, iter_batches, load_sample, stratified_subsample, thumbnail
+from .data import DatasetIndex, Skipped, discover, fingerprint, iter_batches, load_sample, stratified_subsample
 from .errors import input_error
 from .preprocess import SCALINGS, scale_pixels
 from .progress import QUIET, Progress

@@ -17,7 +17,7 @@ pytest.importorskip("keras")
 
 from auditor.analyses.sites import SiteData, compute_sites, shift_auc  # noqa: E402
 from auditor.cli import main  # noqa: E402
-from sample_data.generator import CLASS_NAMES, SiteStyle, generate_dataset  # noqa: E402
+from sample_data.generator import SiteStyle, generate_dataset  # noqa: E402
 from tests.conftest import SAMPLE_MODEL, SAMPLE_TEST  # noqa: E402
 
 FAST = ["--bootstrap", "100", "--preprocess-check-samples", "0", "--quiet", "--format", "json"]
