@@ -24,7 +24,7 @@ A pretrained base is nested in the model as one sub-model layer (named ``vgg16``
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 from keras import layers

@@ -15,7 +15,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import click  # noqa: E402
+import click
 
 from auditor.errors import EXIT_AUDIT_FAILED, EXIT_BAD_INPUT, EXIT_OK, AuditError
 
@@ -107,7 +107,7 @@ def train_cmd(arch, train_dir, out, val_dir, val_split, epochs, patience, input_
               batch_size, learning_rate, weights, quiet):
     """Train ARCH on TRAIN_DIR (one sub-folder per class) and write MODEL.keras with its sidecar,
     training history and curves. Prints the model path on stdout."""
-    from .train import TrainConfig, parse_input_size, plan, train  # noqa: PLC0415
+    from .train import TrainConfig, parse_input_size, plan, train
 
     signal.signal(signal.SIGTERM, _terminate)
     try:

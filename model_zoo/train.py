@@ -146,6 +146,14 @@ def plan(config: TrainConfig) -> Plan:
         raise input_error("--patience", f"is {config.patience}", expected="0 or more")
     if not (config.learning_rate > 0):
         raise input_error("--learning-rate", f"is {config.learning_rate}", expected="a positive number")
+    if config.weights is not None:
+        if config.weights == "imagenet":
+            if not arch.pretrained_base:
+                raise input_error("--weights", f"{arch.name} has no ImageNet weights",
+                                  expected="imagenet only for " + ", ".join(
+                                      a.name for a in registry.ARCHITECTURES.values() if a.pretrained_base))
+        elif not Path(config.weights).is_file():
+            raise input_error("--weights", f"{config.weights}: no such file", expected="imagenet or a weights file")
     if config.val_dir is not None and config.val_split is not None:
         raise input_error("--val-split", "cannot be used together with --val-dir",
                           hint="give either a validation folder or the fraction of TRAIN_DIR to hold out")
@@ -232,9 +240,9 @@ def _datasets(p: Plan):
     import tensorflow as tf
 
     cfg = p.config
-    common = dict(labels="inferred", label_mode="int", class_names=list(p.train.class_names),
-                  color_mode="rgb", image_size=p.input_size, interpolation="bilinear",
-                  batch_size=cfg.batch_size, verbose=False)
+    common = {"labels": "inferred", "label_mode": "int", "class_names": list(p.train.class_names),
+              "color_mode": "rgb", "image_size": p.input_size, "interpolation": "bilinear",
+              "batch_size": cfg.batch_size, "verbose": False}
     if p.val is None:
         train_ds, val_ds = keras.utils.image_dataset_from_directory(
             str(p.train.path), shuffle=True, seed=cfg.seed, validation_split=p.val_split, subset="both", **common)

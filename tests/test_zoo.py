@@ -134,6 +134,8 @@ def test_validation_classes_differ_lists_both(tiny_folders):
     (("--val-split", "0.2", "--val-dir", "VAL"), "--val-split"),
     (("--epochs", "0"), "--epochs"),
     (("--out", "model.h5"), "--out"),
+    (("--weights", "imagenet"), "small_cnn has no ImageNet weights"),
+    (("--weights", "missing.weights.h5"), "no such file"),
 ])
 def test_other_bad_options(tiny_folders, args, needle):
     args = tuple(str(tiny_folders["train"]) if a == "VAL" else a for a in args)
@@ -153,7 +155,7 @@ def test_bad_input_fails_fast_without_tensorflow(tiny_folders):
             "try:\n    main(['train', 'nope', sys.argv[1], '--out', sys.argv[2]])\n"
             "except SystemExit as e:\n    print('exit', e.code, 'tensorflow' in sys.modules)\n")
     r = subprocess.run([sys.executable, "-c", code, str(tiny_folders["train"]), str(tiny_folders["root"] / "m.keras")],
-                       capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
+                       check=False, capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
     assert r.stdout.strip() == "exit 2 False", r.stdout + r.stderr
     assert len(error_lines(r.stderr)) == 1
 
@@ -294,8 +296,8 @@ def test_reload_with_safe_mode_gives_identical_predictions(trained, tmp_path):
     probes = {f"x{i}": _probe(n, EXPECTED_SCALING.get(n, "raw")) for i, n in enumerate(names)}
     np.savez(tmp_path / "x.npz", **probes)
     paths = [str(trained["models"][n]) for n in names]
-    r = subprocess.run([sys.executable, "-c", RELOAD, str(tmp_path / "x.npz"), *paths], capture_output=True,
-                       text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    r = subprocess.run([sys.executable, "-c", RELOAD, str(tmp_path / "x.npz"), *paths], check=False,
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
                        cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     fresh = json.loads(r.stdout.strip().splitlines()[-1])
@@ -343,3 +345,26 @@ def test_wbc_audit_reads_each_zoo_model_from_its_sidecar(trained, tmp_path):
         assert audit["classes"]["source"] == "sidecar", name
         assert audit["model"]["input_shape"] == [SMALL[name], SMALL[name], 3], name
         assert audit["model"]["feature_layer"] is not None, name
+
+
+@pytest.mark.slow
+def test_pretrained_base_is_frozen_nested_and_reloads(tmp_path):
+    """With weights (a file here; 'imagenet' downloads the same way) the base is frozen and called in
+    inference mode; the model still saves and reloads with safe_mode on."""
+    import keras
+
+    from model_zoo import architectures
+
+    base = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
+    base.save_weights(tmp_path / "vgg16_base.weights.h5")
+    model = architectures.vgg16_head((32, 32), 5, weights=str(tmp_path / "vgg16_base.weights.h5"), seed=1)
+    nested = model.get_layer("vgg16")
+    assert isinstance(nested, keras.Model) and not nested.trainable
+    np.testing.assert_array_equal(nested.get_weights()[0], base.get_weights()[0])
+    head_params = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert head_params == 512 * 200 + 200 + 200 * 5 + 5
+    x = _probe("vgg16_head", "caffe")[:, :32, :32]
+    model.save(tmp_path / "vgg.keras")
+    again = keras.saving.load_model(tmp_path / "vgg.keras", compile=False, safe_mode=True)
+    assert not again.get_layer("vgg16").trainable
+    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), rtol=0, atol=1e-6)
