@@ -368,3 +368,23 @@ def test_pretrained_base_is_frozen_nested_and_reloads(tmp_path):
     again = keras.saving.load_model(tmp_path / "vgg.keras", compile=False, safe_mode=True)
     assert not again.get_layer("vgg16").trainable
     np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_same_seed_same_model(trained, tmp_path):
+    import keras
+
+    from model_zoo.train import TrainConfig, plan, train
+
+    weights = []
+    for run in ("a", "b"):
+        cfg = TrainConfig(arch="small_cnn", train_dir=trained["root"] / "train", out=tmp_path / run / "m.keras",
+                          epochs=2, input_size=(24, 24), seed=11, batch_size=8, verbose=False)
+        result = train(plan(cfg))
+        weights.append([w.copy() for w in result.model.get_weights()])
+        assert result.sidecar["training"]["epochs_run"] == 2
+        keras.backend.clear_session()
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+    ha = (tmp_path / "a" / "m.history.csv").read_text()
+    assert ha == (tmp_path / "b" / "m.history.csv").read_text()
