@@ -74,6 +74,7 @@ class ModelInfo:
     feature_layer: str | None
     feature_dim: int | None
     starts_with_rescaling: bool
+    nested_base: str | None  # name of a nested keras.applications base model, if any
     safe_mode: bool
 
     def to_dict(self) -> dict:
@@ -151,6 +152,21 @@ def _activation_name(layer) -> str | None:
     return getattr(act, "__name__", None) or type(act).__name__
 
 
+#: keras.applications bases whose ``preprocess_input`` convention the audit can infer from the name
+BASE_SCALING = {"vgg16": "caffe", "vgg19": "caffe", "resnet50": "caffe", "resnet101": "caffe",
+                "resnet152": "caffe", "mobilenetv2_1.00_224": "symmetric", "inception_v3": "symmetric",
+                "xception": "symmetric", "resnet50v2": "symmetric", "resnet101v2": "symmetric",
+                "resnet152v2": "symmetric"}
+
+
+def _nested_base(model) -> str | None:
+    """Name of the first nested sub-model (e.g. a keras.applications base such as 'vgg16'), if any."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            return layer.name
+    return None
+
+
 def _starts_with_rescaling(model) -> bool:
     """True when a Rescaling or Normalization layer comes before the first layer with weights."""
     def walk(m):
@@ -192,6 +208,7 @@ class KerasClassifier:
             n_outputs=self.n_outputs, output_type=self._output_type or "pending",
             output_detection=self._output_detection or "pending", feature_layer=self._feature_layer,
             feature_dim=self._feature_dim, starts_with_rescaling=self._rescaling, safe_mode=not unsafe,
+            nested_base=self._base,
         )
 
     # -------------------------------------------------------------- set-up
@@ -223,6 +240,7 @@ class KerasClassifier:
                               expected="one image input and one class output")
         self._check_shapes(tuple(model.inputs[0].shape), tuple(model.outputs[0].shape), input_size)
         self._rescaling = _starts_with_rescaling(model)
+        self._base = _nested_base(model)
         out_layer = _layer_of(model.outputs[0])
         act = _activation_name(out_layer) if out_layer is not None else None
         self._out_activation = act
@@ -278,6 +296,7 @@ class KerasClassifier:
         self._name = self.path.name
         self._param_count = int(sum(int(np.prod(v.shape)) for v in getattr(loaded, "variables", [])))
         self._rescaling = False
+        self._base = None
         self._out_activation = None
         self._output_type = self._output_detection = None
         self._feature_layer = self._feature_dim = None

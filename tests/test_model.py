@@ -147,3 +147,23 @@ def test_equal_size_resize_is_the_identity_we_skip(method):
     img = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
     ref = tf.image.resize(img[None], (16, 16), method=method, antialias=False).numpy()[0]
     assert np.array_equal(ref, img.astype(np.float32))
+
+
+def test_nested_caffe_base_is_detected_without_a_sidecar(tmp_path):
+    """A head on a nested base named like keras.applications' VGG16 gets caffe scaling under auto."""
+    from auditor.config import AuditConfig
+    from auditor.data import discover
+    from auditor.pipeline import prepare_model
+    from tests.conftest import write_colour_folder
+
+    base_in = keras.Input((16, 16, 3))
+    base = keras.Model(base_in, keras.layers.Conv2D(4, 3)(base_in), name="vgg16")
+    inp = keras.Input((16, 16, 3))
+    x = keras.layers.GlobalAveragePooling2D()(base(inp))
+    out = keras.layers.Dense(3, activation="softmax")(x)
+    path = tmp_path / "vgg_head.keras"
+    keras.Model(inp, out).save(path)
+    data = write_colour_folder(tmp_path / "d", n_per_class=1)
+    pm = prepare_model(AuditConfig(model_paths=(path,), data_path=data), path, discover(data))
+    assert pm.scaling == "caffe" and "vgg16" in pm.scaling_source
+    assert pm.adapter.info.feature_dim == 4
