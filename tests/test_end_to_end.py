@@ -114,6 +114,10 @@ def test_html_in_headless_chromium(demo_report, tmp_path):
     external = [u for u in requests if not u.startswith(("file:", "data:"))]
     assert not external, f"the report made external requests: {external}"
     assert f"{report['results']['classification']['accuracy'] * 100:.1f}%" in text
+    res = report["results"]
+    for needle in (f"{res['calibration']['ece'] * 100:.2f}%", f"{res['selective_prediction']['aurc']:.4f}",
+                   f"{res['fisher']['tail_mass'] * 100:.1f}%", "Sensitivity: Fisher scores", "risk–coverage curve"):
+        assert needle in text, needle
     assert shot.stat().st_size > 50_000
 
 

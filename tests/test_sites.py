@@ -46,7 +46,7 @@ def drifted_sites(tmp_path_factory):
 
 @pytest.mark.slow
 def test_gap_and_shift_score_grow_with_drift(drifted_sites, tmp_path):
-    args = [SAMPLE_MODEL, SAMPLE_TEST, "--out", tmp_path, *FAST]
+    args = [SAMPLE_MODEL, SAMPLE_TEST, "--out", tmp_path, *FAST, "--format", "json,pdf"]
     for shift, path in drifted_sites.items():
         args += ["--external", f"s{shift}={path}"]
     r = invoke(*args)
@@ -71,6 +71,16 @@ def test_gap_and_shift_score_grow_with_drift(drifted_sites, tmp_path):
         assert skm.accuracy_score(y, p) == pytest.approx(rows[name]["accuracy"])
         assert skm.f1_score(y, p, average="macro") == pytest.approx(rows[name]["f1_macro"])
     assert any("External site s1.0" in w for w in report["summary"]["warnings"])
+    # the section is in the PDF, with every site's accuracy as printed in audit.json
+    import shutil as _shutil
+    import subprocess
+
+    if _shutil.which("pdftotext"):
+        text = subprocess.run(["pdftotext", str(folder / "report.pdf"), "-"], capture_output=True, text=True,
+                              check=True).stdout
+        assert "External sites" in text and "The sites side by side" in text
+        for name in rows:
+            assert name in text and f"{rows[name]['accuracy'] * 100:.1f}%" in text
 
 
 def test_site_with_fewer_classes_and_leakage(tmp_path):
