@@ -22,7 +22,7 @@ def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
-def one_error(result, code: int, *needles: str) -> str:
+def assert_one_error(result, code: int, *needles: str) -> str:
     assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
@@ -41,43 +41,43 @@ def test_version_and_help():
 
 
 def test_only_one_path_is_a_usage_error(colour_data):
-    one_error(invoke(colour_data), 2, "MODEL DATA")
+    assert_one_error(invoke(colour_data), 2, "MODEL DATA")
 
 
 def test_missing_model_file(tmp_path, colour_data):
-    one_error(invoke(tmp_path / "absent.keras", colour_data, *FAST, "--out", tmp_path), 2,
+    assert_one_error(invoke(tmp_path / "absent.keras", colour_data, *FAST, "--out", tmp_path), 2,
               "absent.keras", "no such file")
 
 
 def test_text_file_named_keras(tmp_path, colour_data):
     fake = tmp_path / "fake.keras"
     fake.write_text("hello")
-    one_error(invoke(fake, colour_data, *FAST, "--out", tmp_path), 2, "fake.keras", "not a Keras model")
+    assert_one_error(invoke(fake, colour_data, *FAST, "--out", tmp_path), 2, "fake.keras", "not a Keras model")
 
 
 def test_file_that_is_not_a_model(tmp_path, colour_data):
     fake = tmp_path / "weights.h5"
     fake.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)  # HDF5 signature, garbage after it
-    one_error(invoke(fake, colour_data, *FAST, "--out", tmp_path), 2, "weights.h5", "could not be loaded")
+    assert_one_error(invoke(fake, colour_data, *FAST, "--out", tmp_path), 2, "weights.h5", "could not be loaded")
 
 
 def test_missing_data_folder(tmp_path, colour_model_path):
-    one_error(invoke(colour_model_path, tmp_path / "nodata", *FAST, "--out", tmp_path), 2, "nodata", "no such file")
+    assert_one_error(invoke(colour_model_path, tmp_path / "nodata", *FAST, "--out", tmp_path), 2, "nodata", "no such file")
 
 
 def test_output_count_matches_neither_folders_nor_class_names(tmp_path, colour_model_path):
     data = write_colour_folder(tmp_path / "d", n_per_class=2)
     (data / "yellow").mkdir()
     (data / "yellow" / "y.png").write_bytes((data / "red" / "red_000.png").read_bytes())
-    line = one_error(invoke(colour_model_path, data, *FAST, "--out", tmp_path), 2, "4 classes", "3 outputs")
+    line = assert_one_error(invoke(colour_model_path, data, *FAST, "--out", tmp_path), 2, "4 classes", "3 outputs")
     assert "--class-names" in line
-    one_error(invoke(colour_model_path, data, *FAST, "--out", tmp_path, "--class-names", "a,b"), 2,
+    assert_one_error(invoke(colour_model_path, data, *FAST, "--out", tmp_path, "--class-names", "a,b"), 2,
               "--class-names", "2 names", "3 outputs")
 
 
 def test_data_class_unknown_to_model_lists_both_sides(tmp_path, colour_model_path):
     data = write_colour_folder(tmp_path / "d", n_per_class=2)
-    line = one_error(invoke(colour_model_path, data, *FAST, "--out", tmp_path, "--class-names", "blue,green,pink"),
+    line = assert_one_error(invoke(colour_model_path, data, *FAST, "--out", tmp_path, "--class-names", "blue,green,pink"),
                      2, "[red]")
     assert "blue, green, pink" in line
 
@@ -89,13 +89,13 @@ def test_model_that_is_not_an_image_classifier(tmp_path, colour_data):
     out = keras.layers.Dense(3, activation="softmax")(inp)
     path = tmp_path / "tabular.keras"
     keras.Model(inp, out).save(path)
-    one_error(invoke(path, colour_data, *FAST, "--out", tmp_path), 2, "tabular.keras", "not an image classifier")
+    assert_one_error(invoke(path, colour_data, *FAST, "--out", tmp_path), 2, "tabular.keras", "not an image classifier")
 
 
 def test_bad_option_values(tmp_path, colour_model_path, colour_data):
-    one_error(invoke(colour_model_path, colour_data, "--format", "html,docx", "--out", tmp_path), 2,
+    assert_one_error(invoke(colour_model_path, colour_data, "--format", "html,docx", "--out", tmp_path), 2,
               "--format", "docx")
-    one_error(invoke(colour_model_path, colour_data, "--batch-size", "0", "--out", tmp_path), 2, "--batch-size")
+    assert_one_error(invoke(colour_model_path, colour_data, "--batch-size", "0", "--out", tmp_path), 2, "--batch-size")
     r = invoke(colour_model_path, colour_data, "--resize", "fancy")
     assert r.exit_code == 2 and "--resize" in r.stderr
 
@@ -105,7 +105,7 @@ def test_folder_without_any_readable_image(tmp_path, colour_model_path):
     for name in COLOURS:
         (data / name).mkdir(parents=True)
         (data / name / "x.jpg").write_text("not a jpeg")
-    one_error(invoke(colour_model_path, data, *FAST, "--out", tmp_path), 2, "no readable image")
+    assert_one_error(invoke(colour_model_path, data, *FAST, "--out", tmp_path), 2, "no readable image")
 
 
 def test_skipped_files_and_empty_class_are_reported_not_fatal(tmp_path, colour_model_path):
@@ -196,7 +196,7 @@ def test_model_producing_nan_fails_the_audit_naming_the_model(tmp_path, colour_d
     model.get_layer("head").set_weights([w * np.nan, b])
     path = tmp_path / "broken.keras"
     model.save(path)
-    one_error(invoke(path, colour_data, "--class-names", "blue,green,red", "--out", tmp_path, *FAST), 1,
+    assert_one_error(invoke(path, colour_data, "--class-names", "blue,green,red", "--out", tmp_path, *FAST), 1,
               "broken.keras", "NaN")
 
 
@@ -208,5 +208,5 @@ def test_sigmoid_multilabel_output_is_not_a_classifier(tmp_path, colour_data):
     out = keras.layers.Dense(3, activation="sigmoid")(x)
     path = tmp_path / "multilabel.keras"
     keras.Model(inp, out).save(path)
-    one_error(invoke(path, colour_data, "--class-names", "blue,green,red", "--out", tmp_path, *FAST), 2,
+    assert_one_error(invoke(path, colour_data, "--class-names", "blue,green,red", "--out", tmp_path, *FAST), 2,
               "multilabel.keras", "'sigmoid'", "not class probabilities")
