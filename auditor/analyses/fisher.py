@@ -206,6 +206,6 @@ def _with_reading(r: FisherResult) -> FisherResult:
     shares = [row for row in r.per_class if row.support > 0 and np.isfinite(row.tail_share_of_class)]
     if shares and r.tail_count:
         worst = max(shares, key=lambda row: row.tail_share_of_class)
-        lines.append(f"{worst.name} is the most fragile class: {worst.tail_share_of_class:.0%} of its "
+        lines.append(f"The most fragile class is {worst.name}: {worst.tail_share_of_class:.0%} of its "
                      f"{worst.support} images lie in the tail.")
     return replace(r, reading=tuple(lines))

@@ -165,7 +165,7 @@ def _reading(rows: list[SiteRow], furthest: str | None) -> tuple[str, ...]:
                  if worst.accuracy_gap > 0 else
                  f"Internal accuracy {internal.metrics.accuracy:.1%}; no external site scores lower.")
     far = next(r for r in rows if r.name == furthest)
-    lines.append(f"{far.name} is furthest from the internal images by the model's own features "
+    lines.append(f"The site furthest from the internal images by the model's own features is {far.name} "
                  f"(shift score {far.shift_score:.2f}; 0 = indistinguishable, 1 = completely different).")
     for r in rows[1:]:
         if r.accuracy_gap > 0.05:
@@ -179,6 +179,6 @@ def _reading(rows: list[SiteRow], furthest: str | None) -> tuple[str, ...]:
                 lines.append(f"At {r.name} confidence falls with accuracy ({r.confidence_drop * 100:.1f} vs "
                              f"{r.accuracy_gap * 100:.1f} points): the model signals its own uncertainty.")
         if r.leaked_images:
-            lines.append(f"{r.name} shares {r.leaked_images} byte-identical image(s) with the internal set "
+            lines.append(f"Site {r.name} shares {r.leaked_images} byte-identical image(s) with the internal set "
                          "(leakage): its numbers are flattered.")
     return tuple(lines)
