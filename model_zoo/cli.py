@@ -65,6 +65,8 @@ def main():
 @click.option("--no-params", is_flag=True, help="Do not build the models to count their parameters (faster).")
 def list_cmd(no_params):
     """The architectures, with parameter counts at their default input size (5 classes; bloodmnist_cnn 8)."""
+    if not no_params:
+        _quiet_tensorflow_import()
     rows = [("name", "parameters", "default size", "min size", "preprocess", "source")]
     for arch in registry.ARCHITECTURES.values():
         params = "-"
@@ -117,6 +119,7 @@ def train_cmd(arch, train_dir, out, val_dir, val_split, epochs, patience, input_
                              batch_size=batch_size, patience=patience, learning_rate=learning_rate,
                              weights=weights, verbose=not quiet)
         the_plan = plan(config)
+        _quiet_tensorflow_import()
         train(the_plan)
     except AuditError as exc:
         _fail(exc.message, exc.exit_code)
@@ -126,6 +129,16 @@ def train_cmd(arch, train_dir, out, val_dir, val_split, epochs, patience, input_
         _fail(f"training failed: {type(exc).__name__}: {' '.join(str(exc).split())[:500]}", EXIT_AUDIT_FAILED)
     click.echo(str(out))
     sys.exit(EXIT_OK)
+
+
+def _quiet_tensorflow_import() -> None:
+    """Import TensorFlow with its C++ start-up notices hidden (they are not errors)."""
+    from auditor._native import native_stderr_silenced
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with native_stderr_silenced():
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
 
 
 def _terminate(signum, frame):  # pragma: no cover
