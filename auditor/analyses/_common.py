@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Sequence
 
@@ -10,8 +11,16 @@ import numpy as np
 from ..errors import input_error
 
 
+def fields_of(obj: Any) -> dict[str, Any]:
+    """A dataclass instance's fields as a dict, one level deep (values untouched)."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
 def jsonable(value: Any) -> Any:
-    """Convert numpy scalars/arrays, tuples and NaN/inf to JSON primitives (NaN/inf -> None)."""
+    """Convert dataclasses (field by field), numpy scalars/arrays, tuples and NaN/inf to JSON
+    primitives (NaN/inf -> None)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return jsonable(fields_of(value))
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

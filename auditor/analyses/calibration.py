@@ -69,9 +69,7 @@ class CalibrationResult:
         return bool(self.ece > max(0.05, 2 * self.ece_noise_floor))
 
     def to_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        d["bins"] = [{k: getattr(b, k) for k in b.__dataclass_fields__} for b in self.bins]
-        return jsonable(d)
+        return jsonable(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "CalibrationResult":

@@ -6,7 +6,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Sequence
 
-from ._common import jsonable
+from ._common import fields_of, jsonable
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class DataQuality:
     warnings: tuple[str, ...]
 
     def to_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d = fields_of(self)
         d["counts"] = dict(self.counts)
         d["skipped"] = [{"path": p, "reason": r} for p, r in self.skipped]
         d["skipped_by_reason"] = dict(self.skipped_by_reason)

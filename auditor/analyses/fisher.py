@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._common import check_labels_probs, jsonable, nan_if_none
+from ._common import check_labels_probs, fields_of, jsonable, nan_if_none
 from .metrics import rank_auc
 
 QUANTILES = (0.50, 0.90, 0.95, 0.99)
@@ -75,10 +75,9 @@ class FisherResult:
     reading: tuple[str, ...]
 
     def to_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d = fields_of(self)
         d["summaries"] = [{"name": s.name, "quantiles": {f"p{int(q * 100)}": v for q, v in s.quantiles},
                            "mean": s.mean, "max": s.max, "error_auroc": s.error_auroc} for s in self.summaries]
-        d["per_class"] = [{k: getattr(r, k) for k in r.__dataclass_fields__} for r in self.per_class]
         d["box_stats"] = [dict(zip(("name", "p5", "q1", "median", "q3", "p95"), b)) for b in self.box_stats]
         return jsonable(d)
 

@@ -89,11 +89,7 @@ class ClassificationMetrics:
     confidence_level: float = CONFIDENCE_LEVEL
 
     def to_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        d["per_class"] = [vars_of(r) for r in self.per_class]
-        d["roc"] = [vars_of(r) for r in self.roc]
-        d["confused_pairs"] = [vars_of(p) for p in self.confused_pairs]
-        return jsonable(d)
+        return jsonable(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ClassificationMetrics":
@@ -119,10 +115,6 @@ class ClassificationMetrics:
             n_bootstrap=int(d["n_bootstrap"]), seed=int(d["seed"]),
             confidence_level=float(d["confidence_level"]),
         )
-
-
-def vars_of(obj) -> dict:
-    return {k: getattr(obj, k) for k in obj.__dataclass_fields__}
 
 
 def _pair(v) -> tuple[float, float]:

@@ -44,7 +44,7 @@ class PreprocessingCheck:
     spread_points: float
 
     def to_dict(self) -> dict:
-        return jsonable({k: getattr(self, k) for k in self.__dataclass_fields__})
+        return jsonable(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessingCheck":

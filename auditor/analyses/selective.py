@@ -52,9 +52,7 @@ class SelectiveResult:
     reading: tuple[str, ...]
 
     def to_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        d["operating_points"] = [{k: getattr(o, k) for k in o.__dataclass_fields__} for o in self.operating_points]
-        return jsonable(d)
+        return jsonable(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "SelectiveResult":

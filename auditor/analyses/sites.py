@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._common import jsonable, nan_if_none
+from ._common import fields_of, jsonable, nan_if_none
 from .calibration import expected_calibration_error
 from .metrics import ClassificationMetrics, compute_classification_metrics, rank_auc
 
@@ -65,7 +65,8 @@ class SitesResult:
     def to_dict(self) -> dict:
         out = []
         for r in self.rows:
-            d = {k: getattr(r, k) for k in r.__dataclass_fields__ if k != "metrics"}
+            d = fields_of(r)
+            del d["metrics"]
             m = r.metrics
             d.update(accuracy=m.accuracy, accuracy_ci=m.accuracy_ci, f1_macro=m.f1_macro, f1_macro_ci=m.f1_macro_ci,
                      balanced_accuracy=m.balanced_accuracy,

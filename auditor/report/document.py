@@ -38,7 +38,7 @@ class GalleryItem:
     true_probability: float
 
     def to_dict(self) -> dict:
-        return jsonable({k: getattr(self, k) for k in self.__dataclass_fields__})
+        return jsonable(self)
 
 
 @dataclass(frozen=True)
