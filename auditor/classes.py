@@ -27,6 +27,14 @@ def _fmt(names: Sequence[str]) -> str:
     return "[" + ", ".join(names) + "]"
 
 
+def match_label(label: str, model_classes: Sequence[str]) -> int | None:
+    """The model output named ``label``: exact name first, then case-insensitively when unambiguous."""
+    if label in model_classes:
+        return list(model_classes).index(label)
+    folded = [i for i, n in enumerate(model_classes) if n.casefold() == label.casefold()]
+    return folded[0] if len(folded) == 1 else None
+
+
 def resolve_classes(n_outputs: int, *, data_labels: Sequence[str], labels_with_images: Sequence[str],
                     sidecar_names: Sequence[str] | None = None, sidecar_path: Path | None = None,
                     cli_names: Sequence[str] | None = None, data_path: Path | str = "DATA") -> ClassMapping:
@@ -57,18 +65,14 @@ def resolve_classes(n_outputs: int, *, data_labels: Sequence[str], labels_with_i
                               f"{n_outputs} outputs", hint="name the model's classes with --class-names "
                               "or a sidecar JSON next to the model")
 
-    exact = {n: i for i, n in enumerate(names)}
-    folded: dict[str, list[int]] = {}
-    for i, n in enumerate(names):
-        folded.setdefault(n.casefold(), []).append(i)
     mapping: dict[str, int] = {}
     unmatched: list[str] = []
     for label in data_labels:
-        if label in exact:
-            mapping[label] = exact[label]
-        elif len(folded.get(label.casefold(), [])) == 1:
-            mapping[label] = folded[label.casefold()][0]
-            notes.append(f"data label '{label}' matched model class '{names[mapping[label]]}' ignoring case")
+        i = match_label(label, names)
+        if i is not None:
+            mapping[label] = i
+            if names[i] != label:
+                notes.append(f"data label '{label}' matched model class '{names[i]}' ignoring case")
         elif label in labels_with_images:
             unmatched.append(label)
         else:
@@ -90,19 +94,14 @@ def match_site_classes(model_classes: Sequence[str], *, labels_with_images: Sequ
     Returns (label -> model output, unknown labels). A site may hold fewer classes than the model; its
     unknown classes are left out (and reported); a site with no known class is an input error.
     """
-    exact = {n: i for i, n in enumerate(model_classes)}
-    folded: dict[str, list[int]] = {}
-    for i, n in enumerate(model_classes):
-        folded.setdefault(n.casefold(), []).append(i)
     mapping: dict[str, int] = {}
     unknown = []
     for label in labels_with_images:
-        if label in exact:
-            mapping[label] = exact[label]
-        elif len(folded.get(label.casefold(), [])) == 1:
-            mapping[label] = folded[label.casefold()][0]
-        else:
+        i = match_label(label, model_classes)
+        if i is None:
             unknown.append(label)
+        else:
+            mapping[label] = i
     if not mapping:
         raise input_error(f"--external {site}={path}", f"holds no class the model knows; site classes: "
                           f"{_fmt(labels_with_images)}; model classes: {_fmt(model_classes)}")

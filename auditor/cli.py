@@ -15,7 +15,7 @@ import click
 
 from . import __version__
 from .config import FORMAT_CHOICES, PREPROCESS_CHOICES, RESIZE_CHOICES, AuditConfig, parse_csv_option
-from .errors import EXIT_AUDIT_FAILED, EXIT_BAD_INPUT, EXIT_OK, AuditError
+from .errors import EXIT_AUDIT_FAILED, EXIT_BAD_INPUT, EXIT_OK, AuditError, input_error
 
 EPILOG = """\b
 Examples:
@@ -124,8 +124,6 @@ def main(paths, out_dir, formats, batch_size, seed, preprocess, resize, class_na
 
 
 def _accuracies(text: str) -> tuple[float, ...]:
-    from .errors import input_error
-
     try:
         values = tuple(float(v) for v in parse_csv_option(text) or ())
     except ValueError:
@@ -135,8 +133,6 @@ def _accuracies(text: str) -> tuple[float, ...]:
 
 
 def _sites(values: tuple[str, ...]) -> tuple[tuple[str, Path], ...]:
-    from .errors import input_error
-
     out = []
     for value in values:
         name, sep, path = value.partition("=")

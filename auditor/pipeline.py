@@ -9,7 +9,7 @@ from __future__ import annotations
 import platform
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -46,6 +46,8 @@ class PreparedModel:
     scaling_source: str
     resize: str
     resize_source: str
+    site_classes: dict[str, tuple[dict[str, int], tuple[str, ...]]] = field(default_factory=dict)
+    # external site name -> (site label -> model output, labels the model does not know)
 
 
 @dataclass
@@ -56,10 +58,14 @@ class CleanPass:
     y_true: np.ndarray  # (n,) model class index
     probs: np.ndarray  # (n, k)
     features: np.ndarray  # (n, d), d may be 0
-    hashes: list[str]  # content sha256 per valid image
     failed: list[tuple[str, str]]  # (rel, reason) for files that did not decode
     all_hashes: dict[int, str]  # sample index -> sha256 for every file read
     seconds: float
+
+    @property
+    def hashes(self) -> list[str]:
+        """Content sha256 of each valid image, in the order of ``sample_idx``."""
+        return [self.all_hashes[i] for i in self.sample_idx]
 
 
 @dataclass(frozen=True)
@@ -113,8 +119,9 @@ def run_audit(config: AuditConfig, *, progress: Progress = QUIET,
     prepared = [prepare_model(config, path, index) for path in config.model_paths]
     for pm in prepared:  # class matching of every site, before any model time is spent
         for site in sites:
-            match_site_classes(pm.mapping.model_classes, labels_with_images=_labels_with_images(site.index),
-                               site=site.name, path=site.path)
+            pm.site_classes[site.name] = match_site_classes(
+                pm.mapping.model_classes, labels_with_images=_labels_with_images(site.index),
+                site=site.name, path=site.path)
     outcomes = []
     for pm in prepared:
         run = audit_model(config, pm, index, progress, sites=sites)
@@ -211,7 +218,7 @@ def clean_pass(pm: PreparedModel, index: DatasetIndex, config: AuditConfig, prog
     y_true = np.array([data_to_model[samples[i].label] for i in sel], dtype=np.int64)
     if feats is None:
         feats = np.zeros((n, 0), dtype=np.float32)
-    return CleanPass(sel, y_true, probs[sel], feats[sel], [all_hashes[i] for i in sel], failed, all_hashes, seconds)
+    return CleanPass(sel, y_true, probs[sel], feats[sel], failed, all_hashes, seconds)
 
 
 def run_preprocessing_check(pm: PreparedModel, index: DatasetIndex, cp: CleanPass, config: AuditConfig,
@@ -254,9 +261,7 @@ def _attempt(name: str, failures: list[Failure], fn: Callable, *args, **kwargs):
 def site_pass(pm: PreparedModel, site: Site, config: AuditConfig, progress: Progress,
               internal_hashes: dict[str, str]) -> SiteRun:
     """One clean pass over an external site's images of classes the model knows."""
-    mapping, unknown = match_site_classes(pm.mapping.model_classes,
-                                          labels_with_images=_labels_with_images(site.index),
-                                          site=site.name, path=site.path)
+    mapping, unknown = pm.site_classes[site.name]
     keep = tuple(s for s in site.index.samples if s.label in mapping)
     left_out = tuple(Skipped(s.rel, f"class '{s.label}' is not one of the model's classes")
                      for s in site.index.samples if s.label not in mapping)
