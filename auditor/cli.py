@@ -14,7 +14,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import FORMAT_CHOICES, PREPROCESS_CHOICES, RESIZE_CHOICES, AuditConfig, parse_csv_option
+from .config import (FLAGS, FORMAT_CHOICES, PREPROCESS_CHOICES, RESIZE_CHOICES, AuditConfig, _flag_of, build_config,
+                     load_config_file, parse_csv_option, to_toml)
 from .errors import EXIT_AUDIT_FAILED, EXIT_BAD_INPUT, EXIT_OK, AuditError, input_error
 
 EPILOG = """\b
@@ -24,6 +25,8 @@ Examples:
   wbc-audit model.h5 data/test/ --preprocess unit --resize area --class-names bas,eos,lym,mon,neu
   wbc-audit model.keras data/test/ --quiet --strict     # for cron/CI
   wbc-audit model.keras data/test/ --external lab2=data/lab2 --external bccd=data/bccd
+  wbc-audit --config nightly.toml                        # options from a TOML file
+  wbc-audit model.keras data/test/ --print-config > nightly.toml
 
 \b
 Exit codes: 0 done, 1 the audit failed (or an analysis failed with --strict),
@@ -38,7 +41,11 @@ def _fail(message: str, code: int) -> None:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
                epilog=EPILOG)
-@click.argument("paths", nargs=-1, required=True, metavar="MODEL... DATA")
+@click.argument("paths", nargs=-1, required=False, metavar="MODEL... DATA")
+@click.option("--config", "config_file", default=None, metavar="FILE",
+              help="A TOML configuration file (general options, [sections.NAME] tables); flags override it.")
+@click.option("--print-config", is_flag=True,
+              help="Print the effective configuration as TOML (reusable with --config) and exit.")
 @click.option("--out", "out_dir", default="audits", show_default=True, metavar="DIR",
               help="Folder for the versioned report folders.")
 @click.option("--format", "formats", default=",".join(FORMAT_CHOICES), show_default=True, metavar="LIST",
@@ -66,40 +73,39 @@ def _fail(message: str, code: int) -> None:
               help="Fisher-score tail threshold: images with F = ||p - y||^2 above it form the fragile tail.")
 @click.option("--target-accuracy", "target_accuracy", default="0.95,0.99", show_default=True, metavar="LIST",
               help="Accuracies for the selective-prediction operating points (confidence thresholds).")
+@click.option("--disable", "disable", default=None, metavar="LIST",
+              help="Sections to leave out, comma-separated (see the README for their names).")
+@click.option("--only", "only", default=None, metavar="LIST",
+              help="Run only these sections, comma-separated.")
 @click.option("--workers", default=None, type=int, help="Image decoding threads [default: up to 4].")
 @click.option("--strict", is_flag=True, help="Exit 1 when any analysis failed (it is recorded in the report either way).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or messages; errors still go to stderr.")
 @click.version_option(__version__, "--version", prog_name="wbc-audit")
-def main(paths, out_dir, formats, batch_size, seed, preprocess, resize, class_names, unsafe_deserialization,
-         n_bootstrap, preprocess_check_samples, external, sites_full, fisher_threshold, target_accuracy, workers,
-         strict, quiet):
+@click.pass_context
+def main(ctx, paths, config_file, print_config, **flags):
     """Audit Keras image classifier(s) MODEL on the labelled images in DATA and write a versioned
     trustworthiness report (HTML, PDF, JSON, predictions.csv).
 
     DATA is a folder with one sub-folder per class, or a CSV file with path,label columns
     (paths relative to the CSV). Several MODELs are audited one after the other, each into its own folder.
+    MODEL and DATA may instead come from the --config file (keys models and data).
     """
-    if len(paths) < 2:
+    if len(paths) == 1 or (not paths and not config_file and not print_config):
         _fail("MODEL DATA: give at least one model and then the data folder or CSV file "
               f"(got {len(paths)} path)", EXIT_BAD_INPUT)
     signal.signal(signal.SIGTERM, _terminate)
-
-    from .history import write_report  # noqa: PLC0415 - keep --help fast
-    from .pipeline import run_audit
-    from .progress import Progress
-
-    progress = Progress(quiet=quiet)
+    quiet = flags["quiet"]
     try:
-        kwargs = {} if workers is None else {"workers": workers}
-        config = AuditConfig(
-            model_paths=tuple(Path(p) for p in paths[:-1]), data_path=Path(paths[-1]), out_dir=Path(out_dir),
-            formats=parse_csv_option(formats) or (), batch_size=batch_size, seed=seed, preprocess=preprocess,
-            resize=resize, class_names=parse_csv_option(class_names), unsafe_deserialization=unsafe_deserialization,
-            quiet=quiet, strict=strict, n_bootstrap=n_bootstrap,
-            preprocess_check_samples=preprocess_check_samples, fisher_threshold=fisher_threshold,
-            target_accuracies=_accuracies(target_accuracy), external=_sites(external), sites_full=sites_full,
-            **kwargs)
-        outcomes = run_audit(config, progress=progress, write=write_report)
+        config = _build(ctx, paths, config_file, flags)
+        if print_config:
+            click.echo(to_toml(config), nl=False)
+            sys.exit(EXIT_OK)
+        config.require_inputs()
+        from .history import write_report  # noqa: PLC0415 - keep --help fast
+        from .pipeline import run_audit
+        from .progress import Progress
+
+        reports = run_audit(config, progress=Progress(quiet=config.quiet), write=write_report)
     except AuditError as exc:
         _fail(exc.message, exc.exit_code)
     except KeyboardInterrupt:
@@ -109,18 +115,92 @@ def main(paths, out_dir, formats, batch_size, seed, preprocess, resize, class_na
               EXIT_AUDIT_FAILED)
 
     n_failures = 0
-    for outcome in outcomes:
-        n_failures += len(outcome.report.failures)
-        if not quiet:
-            head = outcome.report.summary.get("headline", {})
+    for report in reports:
+        n_failures += len(report.failures)
+        out_dir = report.artifacts.out_dir
+        if not config.quiet:
+            head = report.summary.get("headline", {})
             acc = head.get("accuracy")
             extra = f" accuracy {acc:.1%}" if acc is not None else ""
-            click.echo(f"report: {outcome.out_dir}{os.sep}  ({outcome.report.model['file_name']},{extra}, "
-                       f"{len(outcome.report.summary['warnings'])} warning(s))", err=True)
-        click.echo(str(outcome.out_dir))
-    if strict and n_failures:
+            click.echo(f"report: {out_dir}{os.sep}  ({report.model['file_name']},{extra}, "
+                       f"{len(report.summary['warnings'])} warning(s))", err=True)
+        click.echo(str(out_dir))
+    if config.strict and n_failures:
         _fail(f"{n_failures} analysis failure(s) recorded in the report (--strict)", EXIT_AUDIT_FAILED)
     sys.exit(EXIT_OK)
+
+
+#: flags that set a general option: click parameter -> option name
+GENERAL_FLAGS = {"out_dir": "out", "formats": "format", "batch_size": "batch_size", "seed": "seed",
+                 "preprocess": "preprocess", "resize": "resize", "class_names": "class_names",
+                 "unsafe_deserialization": "unsafe_deserialization", "n_bootstrap": "bootstrap",
+                 "workers": "workers", "strict": "strict", "quiet": "quiet", "disable": "disabled",
+                 "only": "enabled"}
+#: flags that set a section option: click parameter -> (section, option)
+SECTION_FLAGS = {"preprocess_check_samples": ("preprocessing_check", "samples"),
+                 "fisher_threshold": ("fisher", "threshold"),
+                 "target_accuracy": ("selective_prediction", "target_accuracies"),
+                 "external": ("external_sites", "sites"), "sites_full": ("external_sites", "full")}
+
+
+def _build(ctx: click.Context, paths: tuple[str, ...], config_file: str | None, flags: dict) -> AuditConfig:
+    """The config file's options, overridden by every flag given on the command line."""
+    options: dict = {}
+    where = section_where = table_where = None
+    if config_file:
+        file_options, file_where, file_section_where, file_table_where = load_config_file(Path(config_file))
+        options = file_options
+        given = {key for key in GENERAL_FLAGS if _given(ctx, key)}
+        given_sections = {SECTION_FLAGS[key] for key in SECTION_FLAGS if _given(ctx, key)}
+
+        def where(key: str) -> str:  # a flag when the value came from one, else the file's key and line
+            return FLAGS.get(key, key) if key in {GENERAL_FLAGS[k] for k in given} else file_where(key)
+
+        def section_where(section: str, key: str) -> str:
+            return _flag_of(section, key) if (section, key) in given_sections else file_section_where(section, key)
+
+        table_where = file_table_where
+    options = {**options, "sections": {name: dict(table) for name, table in options.get("sections", {}).items()}
+               if isinstance(options.get("sections", {}), dict) else options.get("sections")}
+    if paths:
+        options["models"] = [str(p) for p in paths[:-1]]
+        options["data"] = str(paths[-1])
+    for key, name in GENERAL_FLAGS.items():
+        if config_file and not _given(ctx, key):
+            continue
+        value = flags[key]
+        if key == "formats":
+            value = list(parse_csv_option(value) or ())
+        elif key in ("class_names", "disable", "only"):
+            value = parse_csv_option(value)
+            value = list(value) if value is not None else None
+        if value is None and key in ("workers", "resize", "class_names", "only"):
+            continue
+        if value is None and key == "disable":
+            value = []
+        options[name] = value
+    for key, (section, name) in SECTION_FLAGS.items():
+        if config_file and not _given(ctx, key):
+            continue
+        value = flags[key]
+        if key == "target_accuracy":
+            value = list(_accuracies(value))
+        elif key == "external":
+            value = dict(_sites(value))
+            if len(value) < len(flags[key]):
+                names = [n for n, _ in _sites(flags[key])]
+                dup = next(n for n in names if names.count(n) > 1)
+                raise input_error("--external", f"two sites are named {dup!r}", expected="a distinct name per site")
+        sections = options.setdefault("sections", {})
+        if not isinstance(sections, dict):
+            break
+        sections.setdefault(section, {})[name] = value
+    return build_config(options, where=where, section_where=section_where, table_where=table_where)
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source != click.core.ParameterSource.DEFAULT
 
 
 def _accuracies(text: str) -> tuple[float, ...]:
@@ -132,13 +212,13 @@ def _accuracies(text: str) -> tuple[float, ...]:
     return tuple(v / 100 if v > 1 else v for v in values)  # 95 means 95%
 
 
-def _sites(values: tuple[str, ...]) -> tuple[tuple[str, Path], ...]:
+def _sites(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     out = []
     for value in values:
         name, sep, path = value.partition("=")
         if not sep or not name.strip() or not path.strip():
             raise input_error("--external", f"{value!r} is not NAME=DIR", expected="e.g. --external lisc=data/lisc")
-        out.append((name.strip(), Path(path.strip())))
+        out.append((name.strip(), path.strip()))
     return tuple(out)
 
 

@@ -416,8 +416,10 @@ def test_config_defaults_and_to_dict():
     c = cfg(class_names=("a", "b"))
     d = c.to_dict()
     json.dumps(d, allow_nan=False)
-    assert d["model_paths"] == ["m.keras"] and d["data_path"] == "DATA" and d["class_names"] == ["a", "b"]
-    assert d["formats"] == ["html", "pdf", "json"] and c.workers >= 1
+    assert d["models"] == ["m.keras"] and d["data"] == "DATA" and d["class_names"] == ["a", "b"]
+    assert d["format"] == ["html", "pdf", "json"] and c.workers >= 1
+    assert d["sections"]["fisher"] == {"threshold": 0.5}  # every section's effective options
+    assert d["sections"]["external_sites"] == {"sites": {}, "full": False}
 
 
 @pytest.mark.parametrize("kw,option", [
@@ -430,13 +432,19 @@ def test_config_defaults_and_to_dict():
     ({"preprocess": "imagenet"}, "--preprocess"),
     ({"resize": "fancy"}, "--resize"),
     ({"n_bootstrap": -1}, "--bootstrap"),
-    ({"preprocess_check_samples": -1}, "--preprocess-check-samples"),
+    ({"sections": {"preprocessing_check": {"samples": -1}}}, "--preprocess-check-samples"),
+    ({"sections": {"fisher": {"threshold": 3.0}}}, "--fisher-threshold"),
+    ({"sections": {"selective_prediction": {"target_accuracies": (1.5,)}}}, "--target-accuracy"),
+    ({"sections": {"external_sites": {"sites": {"internal": "x"}}}}, "--external"),
+    ({"sections": {"calibration": {"bins": 1}}}, "[sections.calibration] bins"),
+    ({"sections": {"nosuch": {}}}, "[sections.nosuch]"),
+    ({"disabled": ("nosuch",)}, "--disable"),
     ({"workers": 0}, "--workers"),
     ({"model_paths": ()}, "MODEL"),
 ])
 def test_config_validation_names_the_option(kw, option):
     with pytest.raises(InputError) as ei:
-        cfg(**kw)
+        cfg(**kw).require_inputs()
     msg = _err(ei)
     assert msg.startswith(option + ":")
 

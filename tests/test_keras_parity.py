@@ -44,9 +44,10 @@ def trained(tmp_path_factory):
     return path, test, float(acc)
 
 
-def _audit(path, data, **kw):
-    cfg = AuditConfig(model_paths=(path,), data_path=data, n_bootstrap=0, **kw)
-    return run_audit(cfg)[0].report
+def _audit(path, data, preprocess_check_samples=0, **kw):
+    cfg = AuditConfig(model_paths=(path,), data_path=data, n_bootstrap=0,
+                      sections={"preprocessing_check": {"samples": preprocess_check_samples}}, **kw)
+    return run_audit(cfg)[0]
 
 
 def test_audit_reproduces_model_evaluate_exactly(trained):
@@ -54,24 +55,24 @@ def test_audit_reproduces_model_evaluate_exactly(trained):
     report = _audit(path, test, preprocess_check_samples=0)
     assert report.preprocessing["scaling"] == "raw"  # detected from the Rescaling layer
     assert report.preprocessing["resize"] == "bilinear"
-    n = report.classification.n_samples
+    n = report["classification"].metrics.n_samples
     assert n == 45
     assert 0.4 < keras_acc < 1.0, keras_acc  # the model must make mistakes for the check to bite
-    assert round(report.classification.accuracy * n) == round(keras_acc * n)
-    assert report.classification.accuracy == pytest.approx(keras_acc, abs=1e-7)
+    assert round(report["classification"].metrics.accuracy * n) == round(keras_acc * n)
+    assert report["classification"].metrics.accuracy == pytest.approx(keras_acc, abs=1e-7)
 
 
 def test_preprocessing_check_flags_a_wrong_scaling(trained):
     path, test, keras_acc = trained
     report = _audit(path, test, preprocess="unit", preprocess_check_samples=45)
-    check = report.preprocessing_check
+    check = report["preprocessing_check"]
     assert check.chosen == ("bilinear", "unit")
     assert check.best[1] == "raw"
     assert check.best_accuracy - check.chosen_accuracy > 0.02
     assert any(w.startswith("Preprocessing mismatch") and "--preprocess raw" in w for w in check.warnings)
     assert any("Preprocessing mismatch" in w for w in report.summary["warnings"])
     # the right setting raises no mismatch warning
-    good = _audit(path, test, preprocess_check_samples=45).preprocessing_check
+    good = _audit(path, test, preprocess_check_samples=45)["preprocessing_check"]
     assert not any(w.startswith("Preprocessing mismatch") for w in good.warnings)
     assert good.chosen_accuracy == pytest.approx(keras_acc)
     json.dumps(report.to_dict(), allow_nan=False)
@@ -84,5 +85,5 @@ def test_report_round_trips_through_json(trained):
     report = _audit(path, test, preprocess_check_samples=20)
     d = json.loads(json.dumps(report.to_dict(), allow_nan=False))
     assert AuditReport.from_dict(d).to_dict() == d
-    assert np.isclose(d["results"]["classification"]["accuracy"], report.classification.accuracy)
+    assert np.isclose(d["results"]["classification"]["accuracy"], report["classification"].metrics.accuracy)
     assert Path(d["dataset"]["path"]) == test

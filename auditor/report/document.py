@@ -1,18 +1,26 @@
-"""The audit report as data: what every renderer (JSON, HTML, PDF) reads and none changes."""
+"""The audit report as data: what every renderer (JSON, HTML, PDF) reads and none changes.
+
+Results are held by section name (``report.results["calibration"]`` is a frozen result dataclass); each
+section decides where its result sits in ``audit.json`` and how it is read back, so this module names no
+section. ``audit.json`` keys that no installed section claims (written by a newer version or by a plug-in
+that is not installed here) are kept as raw data and written back unchanged.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..analyses._common import jsonable
-from ..analyses.calibration import CalibrationResult
-from ..analyses.dataquality import DataQuality
-from ..analyses.fisher import FisherResult
-from ..analyses.metrics import ClassificationMetrics
-from ..analyses.preprocessing import PreprocessingCheck
-from ..analyses.selective import SelectiveResult
-from ..analyses.sites import SitesResult
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from ..sections import Registry
+    from ..sections.context import Table
+
+#: top-level keys of audit.json that belong to the frame, not to a section
+FRAME_KEYS = ("schema_version", "report_id", "tool_version", "created_utc", "model", "preprocessing", "classes",
+              "dataset", "environment", "config", "summary", "results", "failures", "timings_seconds")
 
 
 @dataclass(frozen=True)
@@ -26,53 +34,15 @@ class Failure:
         return {"analysis": self.analysis, "error": self.error}
 
 
-@dataclass(frozen=True)
-class GalleryItem:
-    """One image of a gallery: ``index`` into predictions.csv rows, and what the model said."""
+@dataclass
+class Artifacts:
+    """What a run produced beyond the report's data: the predictions table, extra CSVs and where the
+    images live (for thumbnails). Not part of ``audit.json``; a report read back from JSON has none."""
 
-    index: int
-    path: str
-    true_label: str
-    predicted_label: str
-    confidence: float
-    true_probability: float
-
-    def to_dict(self) -> dict:
-        return jsonable(self)
-
-
-@dataclass(frozen=True)
-class SiteSample:
-    """One image of the side-by-side strip of sites."""
-
-    site: str
-    root: str
-    path: str
-    label: str
-
-    def to_dict(self) -> dict:
-        return {"site": self.site, "root": self.root, "path": self.path, "label": self.label}
-
-
-@dataclass(frozen=True)
-class SiteDetail:
-    """The later sections run on one external site (``--sites-full``)."""
-
-    site: str
-    fisher: FisherResult | None
-    calibration: CalibrationResult | None
-    selective: SelectiveResult | None
-
-    def to_dict(self) -> dict:
-        return {"site": self.site, "fisher": self.fisher.to_dict() if self.fisher else None,
-                "calibration": self.calibration.to_dict() if self.calibration else None,
-                "selective_prediction": self.selective.to_dict() if self.selective else None}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SiteDetail":
-        return cls(d["site"], FisherResult.from_dict(d["fisher"]) if d.get("fisher") else None,
-                   CalibrationResult.from_dict(d["calibration"]) if d.get("calibration") else None,
-                   SelectiveResult.from_dict(d["selective_prediction"]) if d.get("selective_prediction") else None)
+    predictions: Table | None = None
+    tables: Mapping[str, Table] = field(default_factory=dict)
+    data_root: str | None = None
+    out_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -88,67 +58,99 @@ class AuditReport:
     environment: dict[str, Any]
     config: dict[str, Any]
     summary: dict[str, Any]
-    data_quality: DataQuality
-    classification: ClassificationMetrics | None = None
-    preprocessing_check: PreprocessingCheck | None = None
-    mistakes: tuple[GalleryItem, ...] = ()
-    fisher: FisherResult | None = None
-    fisher_gallery: tuple[GalleryItem, ...] = ()
-    calibration: CalibrationResult | None = None
-    selective: SelectiveResult | None = None
-    sites: SitesResult | None = None
-    site_details: tuple[SiteDetail, ...] = ()
-    site_samples: tuple[SiteSample, ...] = ()
-    site_info: tuple[dict, ...] = ()
+    results: Mapping[str, Any] = field(default_factory=dict)  # section name -> result, for sections that ran
+    sections: tuple[str, ...] = ()  # every section known when the report was made, in report order
     failures: tuple[Failure, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
+    unknown: Mapping[str, Any] = field(default_factory=dict)  # audit.json keys no installed section claims
+    artifacts: Artifacts = field(default_factory=Artifacts, compare=False, repr=False)
 
-    def to_dict(self) -> dict:
-        return jsonable({
+    def __getitem__(self, name: str) -> Any:
+        """``report["calibration"]``: a section's result (KeyError when it did not run)."""
+        return self.results[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.results.get(name, default)
+
+    def to_dict(self, sections: Registry | None = None) -> dict:
+        """``audit.json`` as a dict of JSON primitives."""
+        reg = _registry(sections)
+        results: dict[str, Any] = {}
+        top: dict[str, Any] = {}
+        for section in reg.sections:
+            for key, value in section.to_json(self.results.get(section.name)).items():
+                if key.startswith("results."):
+                    results[key[len("results."):]] = value
+                else:
+                    top[key] = value
+        for key, value in self.unknown.items():
+            if key.startswith("results."):
+                results.setdefault(key[len("results."):], value)
+            else:
+                top.setdefault(key, value)
+        doc = {
             "schema_version": self.schema_version, "report_id": self.report_id,
             "tool_version": self.tool_version, "created_utc": self.created_utc,
             "model": self.model, "preprocessing": self.preprocessing, "classes": self.classes,
             "dataset": self.dataset, "environment": self.environment, "config": self.config,
-            "summary": self.summary, "data_quality": self.data_quality.to_dict(),
-            "results": {
-                "classification": self.classification.to_dict() if self.classification else None,
-                "preprocessing_check": self.preprocessing_check.to_dict() if self.preprocessing_check else None,
-                "most_confident_mistakes": [m.to_dict() for m in self.mistakes],
-                "fisher": self.fisher.to_dict() if self.fisher else None,
-                "highest_fisher_images": [m.to_dict() for m in self.fisher_gallery],
-                "calibration": self.calibration.to_dict() if self.calibration else None,
-                "selective_prediction": self.selective.to_dict() if self.selective else None,
-                "external_sites": self.sites.to_dict() if self.sites else None,
-                "external_sites_full": [s.to_dict() for s in self.site_details],
-            },
-            "external_sites": list(self.site_info),
-            "site_samples": [s.to_dict() for s in self.site_samples],
-            "failures": [f.to_dict() for f in self.failures],
-            "timings_seconds": self.timings,
-        })
+            "summary": self.summary, **top, "results": results,
+            "failures": [f.to_dict() for f in self.failures], "timings_seconds": self.timings,
+        }
+        return jsonable(doc)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "AuditReport":
-        res = d["results"]
+    def from_dict(cls, d: Mapping[str, Any], sections: Registry | None = None) -> "AuditReport":
+        """Rebuild a report from ``audit.json``; unknown section keys are kept as raw data."""
+        reg = _registry(sections)
+        results: dict[str, Any] = {}
+        claimed: set[str] = set()
+        for section in reg.sections:
+            claimed.update(section.json_keys())
+            result = section.from_json(d)
+            if result is not None:
+                results[section.name] = result
+        unknown = {f"results.{k}": v for k, v in d.get("results", {}).items() if f"results.{k}" not in claimed}
+        unknown.update({k: v for k, v in d.items() if k not in FRAME_KEYS and k not in claimed})
         return cls(
             schema_version=d["schema_version"], report_id=d["report_id"], tool_version=d["tool_version"],
             created_utc=d["created_utc"], model=d["model"], preprocessing=d["preprocessing"],
             classes=d["classes"], dataset=d["dataset"], environment=d["environment"], config=d["config"],
-            summary=d["summary"], data_quality=DataQuality.from_dict(d["data_quality"]),
-            classification=(ClassificationMetrics.from_dict(res["classification"])
-                            if res.get("classification") else None),
-            preprocessing_check=(PreprocessingCheck.from_dict(res["preprocessing_check"])
-                                 if res.get("preprocessing_check") else None),
-            mistakes=tuple(GalleryItem(**m) for m in res.get("most_confident_mistakes", [])),
-            fisher=FisherResult.from_dict(res["fisher"]) if res.get("fisher") else None,
-            fisher_gallery=tuple(GalleryItem(**m) for m in res.get("highest_fisher_images", [])),
-            calibration=CalibrationResult.from_dict(res["calibration"]) if res.get("calibration") else None,
-            selective=(SelectiveResult.from_dict(res["selective_prediction"])
-                       if res.get("selective_prediction") else None),
-            sites=SitesResult.from_dict(res["external_sites"]) if res.get("external_sites") else None,
-            site_details=tuple(SiteDetail.from_dict(s) for s in res.get("external_sites_full", [])),
-            site_samples=tuple(SiteSample(**s) for s in d.get("site_samples", [])),
-            site_info=tuple(d.get("external_sites", [])),
-            failures=tuple(Failure(**f) for f in d.get("failures", [])),
-            timings=d.get("timings_seconds", {}),
-        )
+            summary=d["summary"], results=results, sections=reg.names,
+            failures=tuple(Failure(**f) for f in d.get("failures", [])), timings=d.get("timings_seconds", {}),
+            unknown=unknown)
+
+    def save(self, folder: Path | str, formats: Sequence[str] = ("html", "pdf", "json")) -> Path:
+        """Write the report into ``folder`` (created if missing): the chosen formats, ``predictions.csv``
+        and extra tables when the report came from a run, and ``figures/``. Returns the folder."""
+        from .write import write_outputs
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_outputs(self, folder, formats)
+        return folder
+
+
+def _registry(sections: Registry | None) -> Registry:
+    if sections is not None:
+        return sections
+    from ..sections import registry
+
+    return registry()
+
+
+def load_report(path: Path | str) -> AuditReport:
+    """Read an ``audit.json`` (or a report folder holding one) back into an :class:`AuditReport`."""
+    import json
+
+    from ..errors import input_error
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "audit.json"
+    if not path.is_file():
+        raise input_error(path, "no such file", expected="an audit.json or a report folder holding one")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return AuditReport.from_dict(doc)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise input_error(path, f"is not a wbc-audit audit.json ({type(exc).__name__}: {exc})") from None

@@ -6,12 +6,15 @@ import base64
 import json
 import math
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import jinja2
 
 from . import figures
 from .document import AuditReport
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from ..sections import Registry
 
 
 SCORE_NAMES = {"fisher": "Fisher score ||p − y||²", "expected": "Expected score 1 − ||p||² (label-free)",
@@ -71,29 +74,46 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def make_figures(report: AuditReport) -> dict[str, bytes]:
+def make_figures(report: AuditReport, sections: Registry | None = None) -> dict[str, bytes]:
     """Every figure of the report as PNG bytes, keyed by name (also the file name in figures/)."""
     out: dict[str, bytes] = {}
-    if report.classification is not None:
-        m = report.classification
-        out["confusion_counts"] = figures.confusion_counts(m)
-        out["confusion_normalized"] = figures.confusion_normalized(m)
-        out["roc_curves"] = figures.roc_curves(m)
-        out["recall_intervals"] = figures.recall_intervals(m)
-    if report.fisher is not None:
-        out["fisher_histogram"] = figures.fisher_histogram(report.fisher)
-        out["fisher_by_class"] = figures.fisher_boxplots(report.fisher)
-    if report.calibration is not None:
-        out["reliability_diagram"] = figures.reliability_diagram(report.calibration)
-        out["confidence_histogram"] = figures.confidence_histogram(report.calibration)
-    if report.selective is not None:
-        out["risk_coverage"] = figures.risk_coverage_curve(report.selective)
-    if report.sites is not None and len(report.sites.rows) > 1:
-        out["site_recall"] = figures.site_recall_heatmap(report.sites)
-        out["site_confusions"] = figures.site_confusions(report.sites)
-    if report.preprocessing_check is not None:
-        out["preprocessing_grid"] = figures.preprocessing_grid(report.preprocessing_check)
+    for section in _registry(sections).sections:
+        if section.name in report.results:
+            for name, png in section.figures(report.results[section.name]).items():
+                if name in out:
+                    raise ValueError(f"section {section.name} makes a figure named {name!r}, already taken")
+                out[name] = png
     return out
+
+
+def make_thumbnails(report: AuditReport, *, load: Callable[[Path, int], Any], encode: Callable[[Any], bytes],
+                    sections: Registry | None = None) -> dict[str, bytes]:
+    """PNG thumbnails of the images the sections show, keyed as their partials look them up."""
+    root = report.artifacts.data_root or _data_root(report)
+    out: dict[str, bytes] = {}
+    for section in _registry(sections).sections:
+        if section.name not in report.results:
+            continue
+        for key, ref in section.images(report.results[section.name]).items():
+            if key in out:
+                continue
+            img = load(Path(ref.root or root) / ref.path, ref.size)
+            if img is not None:
+                out[key] = encode(img)
+    return out
+
+
+def _data_root(report: AuditReport) -> str:
+    path = Path(report.dataset.get("path", "."))
+    return str(path.parent if report.dataset.get("source") == "csv" else path)
+
+
+def _registry(sections: Registry | None) -> Registry:
+    if sections is not None:
+        return sections
+    from ..sections import registry
+
+    return registry()
 
 
 def json_text(report: AuditReport) -> str:
@@ -101,15 +121,42 @@ def json_text(report: AuditReport) -> str:
     return json.dumps(report.to_dict(), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
 
 
-def render_html(report: AuditReport, figs: Mapping[str, bytes], thumbs: Mapping[int, bytes],
-                site_thumbs: list[bytes | None] | None = None) -> str:
-    """The self-contained HTML report (figures and thumbnails embedded, no external requests)."""
+def render_html(report: AuditReport, figs: Mapping[str, bytes], thumbs: Mapping[str, bytes],
+                sections: Registry | None = None) -> str:
+    """The self-contained HTML report (figures and thumbnails embedded, no external requests).
+
+    The frame (``report.html``) holds header, summary, model and data, failures and configuration; each
+    section that ran adds its partial in registry order (and, optionally, a part of the summary).
+    """
     env = _environment()
-    css = (templates_dir() / "report.css").read_text(encoding="utf-8")
+    tdir = templates_dir()
+    css = (tdir / "report.css").read_text(encoding="utf-8")
+    common = {"report": report, "r": report, "figures": figs, "thumbs": thumbs, "score_names": SCORE_NAMES}
+    parts, summary_blocks, summary_inline = [], [], []
+    for section in _registry(sections).sections:
+        if section.name not in report.results:
+            continue
+        result = report.results[section.name]
+        env_vars = {**common, "result": result, "section": section}
+        parts.append({"name": section.name, "title": section.title,
+                      "html": _render_partial(env, section.template_path(tdir), env_vars)})
+        if section.summary_template:
+            html = _render_partial(env, Path(tdir / section.summary_template)
+                                   if not Path(section.summary_template).is_absolute()
+                                   else Path(section.summary_template), env_vars).strip()
+            (summary_inline if section.summary_inline else summary_blocks).append(html)
     return env.get_template("report.html").render(
-        report=report, figures=figs, thumbs=thumbs, site_thumbs=site_thumbs or [], css=css,
-        score_names=SCORE_NAMES,
+        **common, css=css, sections=parts, summary_blocks=summary_blocks, summary_inline=summary_inline,
         config_json=json.dumps(report.config, indent=2, ensure_ascii=False))
+
+
+def _render_partial(env: jinja2.Environment, path: Path, variables: Mapping[str, Any]) -> str:
+    """Render one section's partial with the report's environment (filters, macros, autoescape)."""
+    try:
+        template = env.get_template(path.relative_to(templates_dir()).as_posix())
+    except ValueError:  # a plug-in's partial outside the templates folder
+        template = env.from_string(path.read_text(encoding="utf-8"))
+    return template.render(**variables)
 
 
 def write_pdf(html: str, path: Path) -> None:
