@@ -48,7 +48,7 @@ FAMILIES: tuple[Family, ...] = (
            ("conv1_conv", "conv2_block1_concat", "pool2_conv")),
     Family("InceptionV3", "inception_v3", "symmetric", r"inception_v3", ("mixed0", "mixed5", "mixed10")),
     Family("InceptionResNetV2", "inception_resnet_v2", "symmetric", r"inception_resnet_v2",
-           ("mixed_5b", "block35_1", "conv_7b")),
+           ("mixed_5b", "block35_1_mixed", "conv_7b")),
     Family("Xception", "xception", "symmetric", r"xception", ("block1_conv1_bn", "block2_sepconv1", "block14_sepconv2")),
     Family("MobileNet", "mobilenet", "symmetric", r"mobilenet_\d+(\.\d+)?_\d+", ("conv1", "conv_dw_1", "conv_pw_1")),
     Family("MobileNetV2", "mobilenet_v2", "symmetric", r"mobilenetv2_\d+(\.\d+)?_\d+",
