@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping
 
 from .errors import input_error
 
-PREPROCESS_CHOICES = ("auto", "unit", "raw", "symmetric", "caffe")
+PREPROCESS_CHOICES = ("auto", "unit", "raw", "symmetric", "caffe", "torch")
 RESIZE_CHOICES = ("bilinear", "area", "nearest", "bicubic", "lanczos")
 FORMAT_CHOICES = ("html", "pdf", "json")
 DEFAULT_RESIZE = "bilinear"  # what keras.utils.image_dataset_from_directory uses (no antialiasing)

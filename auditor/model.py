@@ -29,10 +29,13 @@ with native_stderr_silenced():
     import keras
 
 from .errors import AuditFailed, input_error
+from . import families
 from .preprocess import scale_pixels
 
 TF_RESIZE = {"bilinear": "bilinear", "area": "area", "nearest": "nearest", "bicubic": "bicubic",
              "lanczos": "lanczos3"}
+BINARY_SIGMOID = "sigmoid (binary)"  # output_type of a model with one sigmoid output
+BINARY_LOGIT = "logit (binary)"  # output_type of a model with one linear (logit) output
 MODEL_HINT = "a .keras or .h5 model file, or a TensorFlow SavedModel directory"
 
 
@@ -47,14 +50,17 @@ class ModelInfo:
     name: str
     param_count: int
     input_shape: tuple[int, int, int]  # height, width, channels
-    n_outputs: int
-    output_type: str  # probabilities | logits
+    n_outputs: int  # classes: 2 for a binary model with one sigmoid/logit output
+    output_type: str  # probabilities | logits | sigmoid (binary) | logit (binary)
     output_detection: str  # how output_type was decided
     feature_layer: str | None
     feature_dim: int | None
     starts_with_rescaling: bool
     nested_base: str | None  # name of a nested keras.applications base model, if any
     safe_mode: bool
+    base_family: str | None = None  # keras.applications family recognised in the model (auditor.families)
+    base_scaling: str | None = None  # the scaling that family's base expects here (None: no family)
+    base_note: str | None = None  # how the family was recognised and what it expects, for the report
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -131,19 +137,75 @@ def _activation_name(layer) -> str | None:
     return getattr(act, "__name__", None) or type(act).__name__
 
 
-#: keras.applications bases whose ``preprocess_input`` convention the audit can infer from the name
-BASE_SCALING = {"vgg16": "caffe", "vgg19": "caffe", "resnet50": "caffe", "resnet101": "caffe",
-                "resnet152": "caffe", "mobilenetv2_1.00_224": "symmetric", "inception_v3": "symmetric",
-                "xception": "symmetric", "resnet50v2": "symmetric", "resnet101v2": "symmetric",
-                "resnet152v2": "symmetric"}
-
-
 def _nested_base(model) -> str | None:
     """Name of the first nested sub-model (e.g. a keras.applications base such as 'vgg16'), if any."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             return layer.name
     return None
+
+
+def _nested_models(model):
+    """Every sub-model inside ``model``, outermost first (depth-first)."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield layer
+            yield from _nested_models(layer)
+
+
+@dataclass(frozen=True)
+class BaseRecognition:
+    """A keras.applications base found in a model, and the pixel scaling it expects."""
+
+    family: str  # a name from auditor.families.FAMILIES, e.g. "MobileNetV2"
+    base_name: str | None  # the nested base model's name; None when its layers are built flat into the model
+    cue: str  # "layer names" or "model name"
+    own_preprocessing: bool  # the base holds its own Rescaling/Normalization layers
+    scaling: str  # what the audit should feed the model under --preprocess auto
+    note: str  # for the report's scaling_source
+
+
+def recognise_base(model) -> BaseRecognition | None:
+    """Find a keras.applications base in ``model`` by its layer names (robust to renaming and to a base
+    built flat into the model), else by a nested base's default name; None when there is none."""
+    found = None
+    for sub in _nested_models(model):
+        fam = families.family_by_layers(layer.name for layer in sub.layers)
+        if fam is not None:
+            found = (fam, sub, sub.name, "layer names")
+            break
+    if found is None:
+        fam = families.family_by_layers(layer.name for layer in model.layers)
+        if fam is not None:
+            found = (fam, model, None, "layer names")
+    if found is None:
+        for sub in _nested_models(model):
+            fam = families.family_by_name(sub.name)
+            if fam is not None:
+                found = (fam, sub, sub.name, "model name")
+                break
+    if found is None:
+        return None
+    fam, base, base_name, cue = found
+    own = _starts_with_rescaling(base)
+    before = _starts_with_rescaling(model) and not own  # the user's own scaling layer in front of the base
+    if base_name is not None:
+        what = f"nested keras.applications base '{base_name}' ({fam.name} family, recognised by its {cue})"
+    else:
+        what = (f"keras.applications {fam.name}-family layers built into the model (not nested; recognised "
+                f"by their {cue})")
+    if before:
+        scaling = "raw"
+        note = f"the model starts with its own Rescaling/Normalization layer in front of its {what}: raw"
+    elif own:
+        scaling = "raw"
+        note = f"{what} holds its own preprocessing layers (Rescaling/Normalization), so it expects raw"
+    else:
+        scaling = families.family_scaling(fam, has_own_preprocessing=False)
+        note = f"{what} expects {scaling}"
+        if fam.scaling == "raw":
+            note += " (built without its own preprocessing layers, include_preprocessing=False)"
+    return BaseRecognition(fam.name, base_name, cue, own, scaling, note)
 
 
 def _starts_with_rescaling(model) -> bool:
@@ -187,7 +249,9 @@ class KerasClassifier:
             n_outputs=self.n_outputs, output_type=self._output_type or "pending",
             output_detection=self._output_detection or "pending", feature_layer=self._feature_layer,
             feature_dim=self._feature_dim, starts_with_rescaling=self._rescaling, safe_mode=not unsafe,
-            nested_base=self._base,
+            nested_base=self._base, base_family=self._recognition.family if self._recognition else None,
+            base_scaling=self._recognition.scaling if self._recognition else None,
+            base_note=self._recognition.note if self._recognition else None,
         )
 
     # -------------------------------------------------------------- set-up
@@ -205,10 +269,12 @@ class KerasClassifier:
         if len(out_shape) != 2:
             raise input_error(self.path, f"is not an image classifier: output shape {tuple(out_shape)} has rank "
                               f"{len(out_shape)}", expected="rank 2 (batch, classes)")
-        if out_shape[1] is None or out_shape[1] < 2:
-            raise input_error(self.path, f"has {out_shape[1]} output(s)", expected="at least 2 classes")
+        if out_shape[1] is None or out_shape[1] < 1:
+            raise input_error(self.path, f"has {out_shape[1]} output(s)",
+                              expected="one output per class, or one sigmoid/logit output for two classes")
         self.input_shape = (int(h), int(w), int(c))
-        self.n_outputs = int(out_shape[1])
+        self.binary = int(out_shape[1]) == 1  # one sigmoid (or logit) output read as two classes [1-s, s]
+        self.n_outputs = 2 if self.binary else int(out_shape[1])
 
     def _init_keras(self, model, input_size):
         self.model = model
@@ -220,13 +286,20 @@ class KerasClassifier:
         self._check_shapes(tuple(model.inputs[0].shape), tuple(model.outputs[0].shape), input_size)
         self._rescaling = _starts_with_rescaling(model)
         self._base = _nested_base(model)
+        self._recognition = recognise_base(model)
         out_layer = _layer_of(model.outputs[0])
         act = _activation_name(out_layer) if out_layer is not None else None
         self._out_activation = act
         dense_layer = out_layer
         if isinstance(out_layer, (keras.layers.Activation, keras.layers.Softmax)):
             dense_layer = _layer_of(out_layer.input)
-        if act == "softmax":
+        if act == "sigmoid" and not self.binary:
+            raise input_error(self.path, f"ends in {self.n_outputs} sigmoid outputs (a multi-label model)",
+                              expected="a single-label classifier: softmax or logits over the classes, or one "
+                                       "sigmoid output for two classes")
+        if self.binary:
+            self._decide_binary_from_layer(act, out_layer)
+        elif act == "softmax":
             self._output_type, self._output_detection = "probabilities", f"softmax in layer '{out_layer.name}'"
         elif act == "linear":
             self._output_type, self._output_detection = "logits", f"linear output layer '{out_layer.name}'; softmax applied"
@@ -276,6 +349,7 @@ class KerasClassifier:
         self._param_count = int(sum(int(np.prod(v.shape)) for v in getattr(loaded, "variables", [])))
         self._rescaling = False
         self._base = None
+        self._recognition = None
         self._out_activation = None
         self._output_type = self._output_detection = None
         self._feature_layer = self._feature_dim = None
@@ -323,6 +397,8 @@ class KerasClassifier:
             bad = int(np.sum(~np.all(np.isfinite(raw), axis=1)))
             raise AuditFailed(f"{self.path}: the model produced NaN or infinite outputs for {bad} of "
                               f"{len(raw)} images in a batch; it is broken (check its weights) and cannot be audited")
+        if self.binary:
+            return self._binary_probs(raw[:, 0]), feats.numpy()
         if self._output_type is None:
             self._decide_output_type(raw)
         if self._output_type == "probabilities":
@@ -338,6 +414,52 @@ class KerasClassifier:
             probs = np.clip(raw, 0.0, None)
             probs /= probs.sum(axis=1, keepdims=True)
         return probs, feats.numpy()
+
+    # -------------------------------------------------------------- binary models (one output)
+    def _decide_binary_from_layer(self, act: str | None, out_layer) -> None:
+        read = "read as two classes: P(class index 1) = {}, P(class index 0) = 1 - P(class index 1)"
+        if act == "sigmoid":
+            self._output_type = BINARY_SIGMOID
+            self._output_detection = f"one sigmoid output in layer '{out_layer.name}', " + read.format("s")
+        elif act == "linear":
+            self._output_type = BINARY_LOGIT
+            self._output_detection = (f"one linear output in layer '{out_layer.name}' (a logit z), "
+                                      + read.format("sigmoid(z)"))
+        else:
+            self._output_type = self._output_detection = None  # decided from the first batch
+
+    def _binary_probs(self, s: np.ndarray) -> np.ndarray:
+        """(n,) single outputs -> (n, 2) probabilities [1 - p, p] with p = P(class index 1)."""
+        if self._output_type is None:
+            self._decide_binary_output(s)
+        if self._output_type == BINARY_LOGIT:
+            return np.stack([_sigmoid(-s), _sigmoid(s)], axis=1)
+        if s.min() < -1e-6 or s.max() > 1 + 1e-6:
+            raise input_error(self.path, f"has one output read as a probability, but it gave values from "
+                              f"{s.min():.4g} to {s.max():.4g}, outside [0, 1]",
+                              expected="one sigmoid output (probability of the second class) or one linear output "
+                                       "(its logit)")
+        p = np.clip(s, 0.0, 1.0)
+        return np.stack([1.0 - p, p], axis=1)
+
+    def _decide_binary_output(self, s: np.ndarray) -> None:
+        act = self._out_activation
+        read = "read as two classes: P(class index 1) = {}, P(class index 0) = 1 - P(class index 1)"
+        in_unit = len(s) > 0 and s.min() >= -1e-6 and s.max() <= 1 + 1e-6
+        if in_unit:
+            self._output_type = BINARY_SIGMOID
+            self._output_detection = ((f"one output ending in a '{act}' activation" if act else "one output")
+                                      + " with values in [0, 1] on the first batch, " + read.format("the output"))
+        elif act in (None, "linear"):
+            self._output_type = BINARY_LOGIT
+            self._output_detection = ("one output with values outside [0, 1] on the first batch (a logit z), "
+                                      + read.format("sigmoid(z)"))
+        else:
+            raise input_error(self.path, f"has one output ending in a '{act}' activation with values from "
+                              f"{s.min():.4g} to {s.max():.4g}: not a probability in [0, 1] and not a logit",
+                              expected="a classifier: one sigmoid output (probability of the second class), one "
+                                       "linear output (its logit), or softmax/logits over the classes")
+        self.info = _replace(self.info, output_type=self._output_type, output_detection=self._output_detection)
 
     def _decide_output_type(self, raw: np.ndarray) -> None:
         finite = raw[np.all(np.isfinite(raw), axis=1)]
@@ -358,6 +480,13 @@ class KerasClassifier:
         """Probabilities for already prepared inputs, in batches."""
         parts = [self.forward(x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, self.n_outputs))
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    """Logistic function without overflow for large |z| (float64)."""
+    z = np.asarray(z, dtype=np.float64)
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 def _replace(info: ModelInfo, **changes) -> ModelInfo:

@@ -84,7 +84,7 @@ def _labels_with_images(index: DatasetIndex) -> list[str]:
 
 def prepare_model(config: AuditConfig, path: Path, index: DatasetIndex) -> PreparedModel:
     """Load the model and decide class order, scaling and resize. Raises InputError on any mismatch."""
-    from .model import BASE_SCALING, KerasClassifier  # TensorFlow is imported here, not at package import
+    from .model import KerasClassifier  # TensorFlow is imported here, not at package import
 
     sidecar = load_sidecar(path)
     adapter = KerasClassifier(path, unsafe=config.unsafe_deserialization,
@@ -101,12 +101,10 @@ def prepare_model(config: AuditConfig, path: Path, index: DatasetIndex) -> Prepa
         scaling, scaling_source = config.preprocess, "--preprocess"
     elif sidecar and sidecar.preprocess:
         scaling, scaling_source = sidecar.preprocess, "sidecar"
+    elif adapter.info.base_family:  # a keras.applications family recognised in the model (auditor.families)
+        scaling, scaling_source = adapter.info.base_scaling, f"auto: {adapter.info.base_note}"
     elif adapter.info.starts_with_rescaling:
         scaling, scaling_source = "raw", "auto: the model starts with its own Rescaling/Normalization layer"
-    elif adapter.info.nested_base in BASE_SCALING:
-        scaling = BASE_SCALING[adapter.info.nested_base]
-        scaling_source = (f"auto: nested keras.applications base '{adapter.info.nested_base}' expects {scaling} "
-                          "preprocessing")
     else:
         scaling, scaling_source = "unit", "auto: default (no sidecar, no rescaling layer in the model)"
     if config.resize:

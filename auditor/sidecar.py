@@ -5,7 +5,7 @@ For ``models/wbc.keras`` the sidecar is ``models/wbc.json``. Every key is option
     {
       "schema_version": 1,
       "class_names": ["basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil"],
-      "preprocess": "raw",              # unit | raw | symmetric | caffe
+      "preprocess": "raw",              # unit | raw | symmetric | caffe | torch
       "resize": "bilinear",             # bilinear | area | nearest | bicubic | lanczos
       "input_size": [96, 96],           # height, width (checked against the model)
       "architecture": "small_cnn",
@@ -25,7 +25,7 @@ from typing import Any
 from .config import RESIZE_CHOICES
 from .errors import input_error
 
-SCALINGS = ("unit", "raw", "symmetric", "caffe")
+SCALINGS = ("unit", "raw", "symmetric", "caffe", "torch")
 KNOWN_KEYS = {"schema_version", "class_names", "preprocess", "resize", "input_size", "architecture",
               "intended_use", "training_data", "training"}
 

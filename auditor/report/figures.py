@@ -85,11 +85,14 @@ def confusion_normalized(m: ClassificationMetrics) -> bytes:
 
 
 def roc_curves(m: ClassificationMetrics) -> bytes:
-    """One-vs-rest ROC curve per class with its AUC."""
+    """One-vs-rest ROC curve per class with its AUC; for two classes the one curve of the positive class
+    (index 1; the other is the same curve mirrored, with the same AUC)."""
+    binary = len(m.per_class) == 2
+    curves = [c for c in m.roc if c.name == m.per_class[1].name] if binary else list(m.roc)
     with matplotlib.rc_context(STYLE):
         fig = _new(5.6, 4.4)
         ax = fig.add_subplot()
-        for i, curve in enumerate(m.roc):
+        for i, curve in enumerate(curves):
             ax.plot(curve.fpr, curve.tpr, color=PALETTE[i % len(PALETTE)], lw=1.6,
                     label=f"{curve.name} (AUC {curve.auc:.3f})")
         ax.plot([0, 1], [0, 1], ls="--", color="#999999", lw=0.8, label="chance")
@@ -97,7 +100,10 @@ def roc_curves(m: ClassificationMetrics) -> bytes:
         ax.set_ylim(-0.01, 1.01)
         ax.set_xlabel("false positive rate")
         ax.set_ylabel("true positive rate (recall)")
-        ax.set_title(f"One-vs-rest ROC curves (macro AUC {m.roc_auc_macro:.3f})")
+        if binary:
+            ax.set_title(f"ROC curve, positive class {m.per_class[1].name} (AUC {m.roc_auc_macro:.3f})")
+        else:
+            ax.set_title(f"One-vs-rest ROC curves (macro AUC {m.roc_auc_macro:.3f})")
         ax.legend(loc="lower right", frameon=False)
         ax.grid(alpha=0.25)
         ax.set_aspect("equal")
