@@ -54,8 +54,8 @@ def _fail(message: str, code: int) -> None:
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random choice (bootstrap, subsamples).")
 @click.option("--preprocess", default="auto", show_default=True, type=click.Choice(PREPROCESS_CHOICES),
               help="Pixel scaling: unit=[0,1], raw=[0,255], symmetric=[-1,1], caffe=BGR minus ImageNet means, "
-                   "torch=[0,1] then ImageNet mean/std; auto = sidecar, else raw if the model has its own Rescaling "
-                   "layer, else the scaling of a recognised keras.applications base, else unit.")
+                   "torch=[0,1] then ImageNet mean/std; auto = sidecar, else the scaling of a recognised "
+                   "keras.applications base, else raw if the model has its own Rescaling layer, else unit.")
 @click.option("--resize", default=None, type=click.Choice(RESIZE_CHOICES),
               help="Resize method to the model's input size [default: sidecar, else bilinear as Keras's folder loader].")
 @click.option("--class-names", default=None, metavar="A,B,C",

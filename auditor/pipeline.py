@@ -238,6 +238,10 @@ def build_summary(reg: Registry, results: dict[str, Any], failures: Sequence[Fai
             warnings.extend(contribution.warnings)
     if pm.adapter.info.output_type == "logits":
         warnings.append(Warning("The model outputs logits; the audit applied softmax to get probabilities.", RANK_MODEL))
+    elif pm.adapter.info.output_type == "logit (binary)":
+        warnings.append(Warning("The model outputs one logit; the audit applied a sigmoid to get the probability of "
+                                f"{pm.mapping.model_classes[1]} (and 1 minus it for {pm.mapping.model_classes[0]}).",
+                                RANK_MODEL))
     if not pm.adapter.info.safe_mode:
         warnings.append(Warning("The model was loaded with safe_mode off (--unsafe-deserialization): it can run "
                                 "arbitrary code; audit only models from sources you trust.", RANK_MODEL))

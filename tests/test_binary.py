@@ -63,16 +63,15 @@ def test_binary_model_numbers_equal_scikit_learn(two_colours, tmp_path, logit):
     s = 1 / (1 + np.exp(-out)) if logit else out  # P(red)
     y_pred = (s > 0.5).astype(int)
 
-    config = AuditConfig(model_paths=(path,), data_path=root, n_bootstrap=20, preprocess_check_samples=4,
-                         workers=1)
-    (outcome,) = run_audit(config)
-    r = outcome.report
+    config = AuditConfig(model_paths=(path,), data_path=root, n_bootstrap=20, workers=1,
+                         sections={"preprocessing_check": {"samples": 4}})
+    (r,) = run_audit(config)
     assert r.model["n_outputs"] == 2
     assert r.model["output_type"] == ("logit (binary)" if logit else "sigmoid (binary)")
     assert "P(class index 1)" in r.model["output_detection"]
     assert r.model["feature_layer"] == "input of 'out'" and r.model["feature_dim"] == 4
     assert r.classes["model_classes"] == ["blue", "red"]
-    m = r.classification
+    m = r["classification"].metrics
     assert m.n_samples == len(y)
     assert m.accuracy == pytest.approx(accuracy_score(y, y_pred), abs=1e-12)
     assert 0.55 < m.accuracy < 1.0  # a real, imperfect classifier: the check below is not trivial
@@ -82,12 +81,12 @@ def test_binary_model_numbers_equal_scikit_learn(two_colours, tmp_path, logit):
     assert [row.auc for row in m.per_class] == pytest.approx([auc, auc], abs=1e-9)
     # every other section ran on the two-class probabilities
     assert not r.failures, r.failures
-    for section in (r.fisher, r.calibration, r.selective, r.preprocessing_check):
-        assert section is not None
+    for section in ("fisher", "calibration", "selective_prediction", "preprocessing_check"):
+        assert r.get(section) is not None, section
     probs = np.stack([1 - s, s], axis=1)
-    assert r.calibration.mean_confidence == pytest.approx(probs.max(axis=1).mean(), abs=1e-6)
-    assert r.calibration.accuracy == pytest.approx(m.accuracy, abs=1e-12)
-    assert r.calibration.nll == pytest.approx(log_loss(y, s), rel=1e-5)
+    assert r["calibration"].mean_confidence == pytest.approx(probs.max(axis=1).mean(), abs=1e-6)
+    assert r["calibration"].accuracy == pytest.approx(m.accuracy, abs=1e-12)
+    assert r["calibration"].nll == pytest.approx(log_loss(y, s), rel=1e-5)
     png = figures.roc_curves(m)
     assert png[:4] == b"\x89PNG"
 

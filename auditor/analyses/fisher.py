@@ -105,8 +105,13 @@ class FisherResult:
         )
 
 
-def fisher_scores(y_true: Sequence[int], probs: np.ndarray, features: np.ndarray | None = None) -> FisherScores:
-    """Per-image F = ||p - y||^2, expected 1 - ||p||^2 and last-layer gradient norm (see module doc)."""
+def fisher_scores(y_true: Sequence[int], probs: np.ndarray, features: np.ndarray | None = None, *,
+                  single_output: bool = False) -> FisherScores:
+    """Per-image F = ||p - y||^2, expected 1 - ||p||^2 and last-layer gradient norm (see module doc).
+
+    ``single_output``: the model's last layer has one sigmoid/logit unit (a binary model read as two
+    classes). Its logit gradient is s - y, whose square is F / 2, so the gradient norm is halved.
+    """
     y_true, probs = check_labels_probs(y_true, probs)
     n = len(y_true)
     sq = np.einsum("ij,ij->i", probs, probs)
@@ -119,10 +124,13 @@ def fisher_scores(y_true: Sequence[int], probs: np.ndarray, features: np.ndarray
         if feats.shape[0] != n:
             raise ValueError(f"features have {feats.shape[0]} rows for {n} samples")
         grad = fisher * (np.einsum("ij,ij->i", feats, feats) + 1.0)
+        if single_output:
+            grad = grad / 2.0
     return FisherScores(fisher, expected, grad)
 
 
 def compute_fisher(y_true: Sequence[int], probs: np.ndarray, *, class_names: Sequence[str],
+                   single_output: bool = False,
                    features: np.ndarray | None = None, threshold: float = DEFAULT_TAIL_THRESHOLD,
                    n_top: int = 12, n_bins: int = 40) -> FisherResult:
     """Fisher-score distribution, tails, per-class shares and error separation.
@@ -136,7 +144,7 @@ def compute_fisher(y_true: Sequence[int], probs: np.ndarray, *, class_names: Seq
     y_true, probs = check_labels_probs(y_true, probs, len(class_names))
     if not 0 <= threshold <= 2:
         raise ValueError(f"the Fisher tail threshold must lie in [0, 2], got {threshold}")
-    s = fisher_scores(y_true, probs, features)
+    s = fisher_scores(y_true, probs, features, single_output=single_output)
     n, k = len(y_true), len(class_names)
     wrong = probs.argmax(axis=1) != y_true
     summaries = [_summary("fisher", s.fisher, wrong), _summary("expected", s.expected, wrong)]

@@ -19,6 +19,7 @@ from ..report import figures
 from .base import RANK_FINDINGS, Contribution, ImageRef, Section, Warning, Where
 from .common import predictions_table
 from .context import CleanPass, SectionContext, SetupContext
+from .fisher import SINGLE_OUTPUT_TYPES
 
 
 def safe_name(name: str) -> str:
@@ -158,7 +159,8 @@ class ExternalSitesSection(Section):
                     site=plan.name,
                     fisher=ctx.attempt(f"fisher ({plan.name})", compute_fisher, s.y_true, s.probs,
                                     class_names=names, features=s.features_or_none,
-                                    threshold=fisher_opts.threshold, n_top=0),
+                                    threshold=fisher_opts.threshold, n_top=0,
+                                    single_output=ctx.model.info.output_type in SINGLE_OUTPUT_TYPES),
                     calibration=ctx.attempt(f"calibration ({plan.name})", compute_calibration, s.y_true,
                                          s.probs, n_bins=cal_opts.bins, seed=ctx.seed),
                     selective=ctx.attempt(f"selective_prediction ({plan.name})", compute_selective,

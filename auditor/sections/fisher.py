@@ -12,6 +12,9 @@ from .base import ImageRef, Section, Where
 from .common import GalleryItem, gallery, gallery_images
 from .context import SectionContext
 
+#: ``ModelInfo.output_type`` of binary models with one output unit (see auditor.model)
+SINGLE_OUTPUT_TYPES = ("sigmoid (binary)", "logit (binary)")
+
 
 @dataclass(frozen=True)
 class FisherOptions:
@@ -43,9 +46,10 @@ class FisherSection(Section):
     def run(self, ctx: SectionContext, options: FisherOptions) -> FisherOutcome:
         cp = ctx.clean
         features = cp.features_or_none
+        single = ctx.model.info.output_type in SINGLE_OUTPUT_TYPES
         result = compute_fisher(cp.y_true, cp.probs, class_names=ctx.class_names, features=features,
-                                threshold=options.threshold, n_top=ctx.config.gallery_size)
-        scores = fisher_scores(cp.y_true, cp.probs, features)
+                                threshold=options.threshold, n_top=ctx.config.gallery_size, single_output=single)
+        scores = fisher_scores(cp.y_true, cp.probs, features, single_output=single)
         columns = {"fisher_score": scores.fisher, "expected_fisher_score": scores.expected}
         if scores.grad_norm is not None:
             columns["last_layer_grad_norm"] = scores.grad_norm
