@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import FORMAT_CHOICES, PREPROCESS_CHOICES, RESIZE_CHOICES, AuditConfig, parse_csv_option
+from .config import FORMAT_CHOICES, PREPROCESS_CHOICES, AuditConfig, parse_csv_option
 from .errors import EXIT_AUDIT_FAILED, EXIT_BAD_INPUT, EXIT_OK, AuditError, input_error
 
 EPILOG = """\b
@@ -48,8 +48,17 @@ def _fail(message: str, code: int) -> None:
 @click.option("--preprocess", default="auto", show_default=True, type=click.Choice(PREPROCESS_CHOICES),
               help="Pixel scaling: unit=[0,1], raw=[0,255], symmetric=[-1,1], caffe=BGR minus ImageNet means; "
                    "auto = sidecar, else raw if the model has its own Rescaling layer, else unit.")
-@click.option("--resize", default=None, type=click.Choice(RESIZE_CHOICES),
-              help="Resize method to the model's input size [default: sidecar, else bilinear as Keras's folder loader].")
+@click.option("--resize", default=None, metavar="NAME",
+              help="Resize method to the model's input size, named after the training loader: bilinear|area|nearest|"
+                   "bicubic|lanczos (tf.image.resize, as Keras's folder loader), pil:NAME (keras load_img / "
+                   "flow_from_directory), cv2:NAME (cv2.resize), tf:NAME-aa (antialiased) [default: sidecar, else "
+                   "bilinear as Keras's folder loader]. See README, 'Resizing'.")
+@click.option("--crop", default=None, metavar="CROP",
+              help="Crop before resizing: none | center-square (Keras crop_to_aspect_ratio) | center:FRACTION "
+                   "[default: sidecar, else none].")
+@click.option("--channels", default=None, metavar="ORDER",
+              help="Channel order the model was trained on: rgb | bgr (cv2.imread without conversion); applied "
+                   "before --preprocess [default: sidecar, else rgb].")
 @click.option("--class-names", default=None, metavar="A,B,C",
               help="The model's class names in output order (when the model has no sidecar).")
 @click.option("--unsafe-deserialization", is_flag=True,
@@ -70,7 +79,7 @@ def _fail(message: str, code: int) -> None:
 @click.option("--strict", is_flag=True, help="Exit 1 when any analysis failed (it is recorded in the report either way).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or messages; errors still go to stderr.")
 @click.version_option(__version__, "--version", prog_name="wbc-audit")
-def main(paths, out_dir, formats, batch_size, seed, preprocess, resize, class_names, unsafe_deserialization,
+def main(paths, out_dir, formats, batch_size, seed, preprocess, resize, crop, channels, class_names, unsafe_deserialization,
          n_bootstrap, preprocess_check_samples, external, sites_full, fisher_threshold, target_accuracy, workers,
          strict, quiet):
     """Audit Keras image classifier(s) MODEL on the labelled images in DATA and write a versioned
@@ -94,7 +103,7 @@ def main(paths, out_dir, formats, batch_size, seed, preprocess, resize, class_na
         config = AuditConfig(
             model_paths=tuple(Path(p) for p in paths[:-1]), data_path=Path(paths[-1]), out_dir=Path(out_dir),
             formats=parse_csv_option(formats) or (), batch_size=batch_size, seed=seed, preprocess=preprocess,
-            resize=resize, class_names=parse_csv_option(class_names), unsafe_deserialization=unsafe_deserialization,
+            resize=resize, crop=crop, channels=channels, class_names=parse_csv_option(class_names), unsafe_deserialization=unsafe_deserialization,
             quiet=quiet, strict=strict, n_bootstrap=n_bootstrap,
             preprocess_check_samples=preprocess_check_samples, fisher_threshold=fisher_threshold,
             target_accuracies=_accuracies(target_accuracy), external=_sites(external), sites_full=sites_full,

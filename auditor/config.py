@@ -7,11 +7,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import input_error
+from .resize import DEFAULT_RESIZE, PLAIN_NAMES, check_channels, check_crop, check_resize
 
 PREPROCESS_CHOICES = ("auto", "unit", "raw", "symmetric", "caffe")
-RESIZE_CHOICES = ("bilinear", "area", "nearest", "bicubic", "lanczos")
+RESIZE_CHOICES = PLAIN_NAMES  # the tf.image.resize names the preprocessing check tries; --resize takes every
+# name of auditor.resize.METHODS. DEFAULT_RESIZE (bilinear) is keras.utils.image_dataset_from_directory's.
 FORMAT_CHOICES = ("html", "pdf", "json")
-DEFAULT_RESIZE = "bilinear"  # what keras.utils.image_dataset_from_directory uses (no antialiasing)
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class AuditConfig:
     seed: int = 0
     preprocess: str = "auto"
     resize: str | None = None
+    crop: str | None = None  # none | center-square | center:F; None = sidecar, else none
+    channels: str | None = None  # rgb | bgr; None = sidecar, else rgb
     class_names: tuple[str, ...] | None = None
     unsafe_deserialization: bool = False
     quiet: bool = False
@@ -51,9 +54,12 @@ class AuditConfig:
         if self.preprocess not in PREPROCESS_CHOICES:
             raise input_error("--preprocess", f"unknown value {self.preprocess!r}",
                               expected="one of " + ", ".join(PREPROCESS_CHOICES))
-        if self.resize is not None and self.resize not in RESIZE_CHOICES:
-            raise input_error("--resize", f"unknown value {self.resize!r}",
-                              expected="one of " + ", ".join(RESIZE_CHOICES))
+        if self.resize is not None:
+            check_resize(self.resize, "--resize")
+        if self.crop is not None:
+            check_crop(self.crop, "--crop")
+        if self.channels is not None:
+            check_channels(self.channels, "--channels")
         if not self.formats:
             raise input_error("--format", "no output format given",
                               expected="a comma-separated subset of " + ",".join(FORMAT_CHOICES))

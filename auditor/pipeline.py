@@ -25,11 +25,12 @@ from .analyses.preprocessing import compute_preprocessing_check
 from .analyses.selective import compute_selective
 from .analyses.sites import SiteData, compute_sites
 from .classes import ClassMapping, match_site_classes, resolve_classes
-from .config import DEFAULT_RESIZE, RESIZE_CHOICES, AuditConfig
+from .config import RESIZE_CHOICES, AuditConfig
 from .data import DatasetIndex, Skipped, discover, fingerprint, iter_batches, load_sample, stratified_subsample
 from .errors import input_error
 from .preprocess import SCALINGS, scale_pixels
 from .progress import QUIET, Progress
+from .resize import DEFAULT_CHANNELS, DEFAULT_CROP, DEFAULT_RESIZE, METHODS
 from .report.document import AuditReport, Failure, GalleryItem, SiteDetail, SiteSample
 from .sidecar import Sidecar, load_sidecar
 
@@ -46,8 +47,38 @@ class PreparedModel:
     scaling_source: str
     resize: str
     resize_source: str
+    crop: str = DEFAULT_CROP
+    crop_source: str = "default (no crop)"
+    channels: str = DEFAULT_CHANNELS
+    channels_source: str = "default (RGB, as every Keras loader)"
     site_classes: dict[str, tuple[dict[str, int], tuple[str, ...]]] = field(default_factory=dict)
     # external site name -> (site label -> model output, labels the model does not know)
+
+    def prepare(self, images, **overrides) -> np.ndarray:
+        """``adapter.prepare`` with this model's resize, scaling, crop and channel order (any overridden)."""
+        kw = {"resize": self.resize, "scaling": self.scaling, "crop": self.crop, "channels": self.channels}
+        kw.update(overrides)
+        return self.adapter.prepare(images, **kw)
+
+    @property
+    def decoder(self):
+        """How to decode files so their pixels are the ones the training loader of ``resize`` saw."""
+        from .model import decoder_for
+
+        return decoder_for(self.resize)
+
+    def preprocessing_dict(self) -> dict:
+        """What the report stores under ``preprocessing``."""
+        method = METHODS[self.resize]
+        decode = {"tf": "tf.io.decode_image for JPEG files (as keras image_dataset_from_directory), OpenCV "
+                        "for the others",
+                  "pil": "PIL Image.open + convert('RGB') (as keras.utils.load_img)",
+                  "cv2": "OpenCV cv2.imdecode"}[method.decoder]
+        return {"scaling": self.scaling, "scaling_source": self.scaling_source,
+                "resize": self.resize, "resize_source": self.resize_source,
+                "resize_call": method.call, "resize_reproduces": method.reproduces, "decode": decode,
+                "crop": self.crop, "crop_source": self.crop_source,
+                "channels": self.channels, "channels_source": self.channels_source}
 
 
 @dataclass
@@ -178,7 +209,20 @@ def prepare_model(config: AuditConfig, path: Path, index: DatasetIndex) -> Prepa
         resize, resize_source = sidecar.resize, "sidecar"
     else:
         resize, resize_source = DEFAULT_RESIZE, "default (as keras.utils.image_dataset_from_directory)"
-    return PreparedModel(path, adapter, sidecar, mapping, scaling, scaling_source, resize, resize_source)
+    if config.crop:
+        crop, crop_source = config.crop, "--crop"
+    elif sidecar and sidecar.crop:
+        crop, crop_source = sidecar.crop, "sidecar"
+    else:
+        crop, crop_source = DEFAULT_CROP, "default (no crop)"
+    if config.channels:
+        channels, channels_source = config.channels, "--channels"
+    elif sidecar and sidecar.channel_order:
+        channels, channels_source = sidecar.channel_order, "sidecar"
+    else:
+        channels, channels_source = DEFAULT_CHANNELS, "default (RGB, as every Keras loader)"
+    return PreparedModel(path, adapter, sidecar, mapping, scaling, scaling_source, resize, resize_source,
+                         crop, crop_source, channels, channels_source)
 
 
 def clean_pass(pm: PreparedModel, index: DatasetIndex, config: AuditConfig, progress: Progress, *,
@@ -199,11 +243,11 @@ def clean_pass(pm: PreparedModel, index: DatasetIndex, config: AuditConfig, prog
     all_hashes: dict[int, str] = {}
     t0 = time.perf_counter()
     with progress.stage(stage, n) as bar:
-        for batch in iter_batches(samples, config.batch_size, workers=config.workers):
+        for batch in iter_batches(samples, config.batch_size, workers=config.workers, decoder=pm.decoder):
             all_hashes.update(batch.hashes)
             failed.extend((samples[f.index].rel, f.error) for f in batch.failed)
             if batch.indices:
-                x = adapter.prepare(batch.images, resize=pm.resize, scaling=pm.scaling)
+                x = pm.prepare(batch.images)
                 p, f = adapter.forward(x)
                 if feats is None:
                     feats = np.zeros((n, f.shape[1]), dtype=np.float32)
@@ -229,14 +273,15 @@ def run_preprocessing_check(pm: PreparedModel, index: DatasetIndex, cp: CleanPas
     """
     sub = stratified_subsample(cp.y_true, config.preprocess_check_samples, seed=config.seed)
     chosen = (pm.resize, pm.scaling)
-    settings = [(r, s) for r in RESIZE_CHOICES for s in SCALINGS]
+    resizes = RESIZE_CHOICES + ((pm.resize,) if pm.resize not in RESIZE_CHOICES else ())
+    settings = [(r, s) for r in resizes for s in SCALINGS]
     parts: dict[tuple[str, str], list[np.ndarray]] = {key: [] for key in settings}
     with progress.stage("preprocessing check", len(sub)) as bar:
         for start in range(0, len(sub), config.batch_size):
             chunk = sub[start:start + config.batch_size]
-            images = [load_sample(int(j), index.samples[cp.sample_idx[j]]).image for j in chunk]
-            for r in RESIZE_CHOICES:
-                resized = pm.adapter.prepare(images, resize=r, scaling="raw")  # [0, 255] floats
+            images = [load_sample(int(j), index.samples[cp.sample_idx[j]], pm.decoder).image for j in chunk]
+            for r in resizes:
+                resized = pm.prepare(images, resize=r, scaling="raw")  # [0, 255] floats
                 for s in SCALINGS:
                     if (r, s) == chosen:
                         parts[(r, s)].append(cp.probs[chunk].argmax(axis=1))  # the clean pass has these
@@ -374,8 +419,7 @@ def audit_model(config: AuditConfig, pm: PreparedModel, index: DatasetIndex,
         created_utc=created.isoformat(timespec="seconds").replace("+00:00", "Z"),
         model={**info.to_dict(), "sidecar": pm.sidecar.to_dict() if pm.sidecar else None,
                "features_note": pm.adapter.features_note},
-        preprocessing={"scaling": pm.scaling, "scaling_source": pm.scaling_source,
-                       "resize": pm.resize, "resize_source": pm.resize_source},
+        preprocessing=pm.preprocessing_dict(),
         classes=pm.mapping.to_dict(),
         dataset={"path": str(config.data_path), "source": index.source, "fingerprint": fp,
                  "n_images": int(len(cp.sample_idx)), "n_skipped": len(skipped),
