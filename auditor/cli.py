@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import (FLAGS, FORMAT_CHOICES, PREPROCESS_CHOICES, RESIZE_CHOICES, AuditConfig, _flag_of, build_config,
+from .config import (FLAGS, FORMAT_CHOICES, PREPROCESS_CHOICES, AuditConfig, _flag_of, build_config,
                      load_config_file, parse_csv_option, to_toml)
 from .errors import EXIT_AUDIT_FAILED, EXIT_BAD_INPUT, EXIT_OK, AuditError, input_error
 
@@ -56,8 +56,17 @@ def _fail(message: str, code: int) -> None:
               help="Pixel scaling: unit=[0,1], raw=[0,255], symmetric=[-1,1], caffe=BGR minus ImageNet means, "
                    "torch=[0,1] then ImageNet mean/std; auto = sidecar, else the scaling of a recognised "
                    "keras.applications base, else raw if the model has its own Rescaling layer, else unit.")
-@click.option("--resize", default=None, type=click.Choice(RESIZE_CHOICES),
-              help="Resize method to the model's input size [default: sidecar, else bilinear as Keras's folder loader].")
+@click.option("--resize", default=None, metavar="NAME",
+              help="Resize method to the model's input size, named after the training loader: bilinear|area|nearest|"
+                   "bicubic|lanczos (tf.image.resize, as Keras's folder loader), pil:NAME (keras load_img / "
+                   "flow_from_directory), cv2:NAME (cv2.resize), tf:NAME-aa (antialiased) [default: sidecar, else "
+                   "bilinear as Keras's folder loader]. See README, 'Resizing'.")
+@click.option("--crop", default=None, metavar="CROP",
+              help="Crop before resizing: none | center-square (Keras crop_to_aspect_ratio) | center:FRACTION "
+                   "[default: sidecar, else none].")
+@click.option("--channels", default=None, metavar="ORDER",
+              help="Channel order the model was trained on: rgb | bgr (cv2.imread without conversion); applied "
+                   "before --preprocess [default: sidecar, else rgb].")
 @click.option("--class-names", default=None, metavar="A,B,C",
               help="The model's class names in output order (when the model has no sidecar).")
 @click.option("--unsafe-deserialization", is_flag=True,
@@ -133,7 +142,8 @@ def main(ctx, paths, config_file, print_config, **flags):
 
 #: flags that set a general option: click parameter -> option name
 GENERAL_FLAGS = {"out_dir": "out", "formats": "format", "batch_size": "batch_size", "seed": "seed",
-                 "preprocess": "preprocess", "resize": "resize", "class_names": "class_names",
+                 "preprocess": "preprocess", "resize": "resize", "crop": "crop", "channels": "channels",
+                 "class_names": "class_names",
                  "unsafe_deserialization": "unsafe_deserialization", "n_bootstrap": "bootstrap",
                  "workers": "workers", "strict": "strict", "quiet": "quiet", "disable": "disabled",
                  "only": "enabled"}
@@ -175,7 +185,7 @@ def _build(ctx: click.Context, paths: tuple[str, ...], config_file: str | None, 
         elif key in ("class_names", "disable", "only"):
             value = parse_csv_option(value)
             value = list(value) if value is not None else None
-        if value is None and key in ("workers", "resize", "class_names", "only"):
+        if value is None and key in ("workers", "resize", "crop", "channels", "class_names", "only"):
             continue
         if value is None and key == "disable":
             value = []

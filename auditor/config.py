@@ -31,11 +31,12 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .errors import input_error
+from .resize import DEFAULT_RESIZE, PLAIN_NAMES, check_channels, check_crop, check_resize
 
 PREPROCESS_CHOICES = ("auto", "unit", "raw", "symmetric", "caffe", "torch")
-RESIZE_CHOICES = ("bilinear", "area", "nearest", "bicubic", "lanczos")
+RESIZE_CHOICES = PLAIN_NAMES  # the tf.image.resize names the preprocessing check tries; --resize takes every
+# name of auditor.resize.METHODS. DEFAULT_RESIZE (bilinear) is keras.utils.image_dataset_from_directory's.
 FORMAT_CHOICES = ("html", "pdf", "json")
-DEFAULT_RESIZE = "bilinear"  # what keras.utils.image_dataset_from_directory uses (no antialiasing)
 
 #: general option name (config file, API) -> AuditConfig field, where they differ
 RENAMED = {"models": "model_paths", "data": "data_path", "out": "out_dir", "format": "formats",
@@ -43,7 +44,8 @@ RENAMED = {"models": "model_paths", "data": "data_path", "out": "out_dir", "form
 FIELD_TO_OPTION = {v: k for k, v in RENAMED.items()}
 #: the command-line flag of each general option (for error messages)
 FLAGS = {"models": "MODEL", "data": "DATA", "out": "--out", "format": "--format", "batch_size": "--batch-size",
-         "seed": "--seed", "preprocess": "--preprocess", "resize": "--resize", "class_names": "--class-names",
+         "seed": "--seed", "preprocess": "--preprocess", "resize": "--resize", "crop": "--crop",
+         "channels": "--channels", "class_names": "--class-names",
          "unsafe_deserialization": "--unsafe-deserialization", "bootstrap": "--bootstrap",
          "gallery_size": "--gallery-size", "workers": "--workers", "strict": "--strict", "quiet": "--quiet",
          "enabled": "--only", "disabled": "--disable"}
@@ -71,6 +73,8 @@ class AuditConfig:
     seed: int = 0
     preprocess: str = "auto"
     resize: str | None = None
+    crop: str | None = None  # none | center-square | center:F; None = sidecar, else none
+    channels: str | None = None  # rgb | bgr; None = sidecar, else rgb
     class_names: tuple[str, ...] | None = None
     unsafe_deserialization: bool = False
     quiet: bool = False
@@ -123,9 +127,12 @@ def _validate_general(v: Mapping[str, Any], where: Callable[[str], str]) -> None
     if v["preprocess"] not in PREPROCESS_CHOICES:
         raise input_error(where("preprocess"), f"unknown value {v['preprocess']!r}",
                           expected="one of " + ", ".join(PREPROCESS_CHOICES))
-    if v["resize"] is not None and v["resize"] not in RESIZE_CHOICES:
-        raise input_error(where("resize"), f"unknown value {v['resize']!r}",
-                          expected="one of " + ", ".join(RESIZE_CHOICES))
+    if v["resize"] is not None:
+        check_resize(v["resize"], where("resize"))
+    if v["crop"] is not None:
+        check_crop(v["crop"], where("crop"))
+    if v["channels"] is not None:
+        check_channels(v["channels"], where("channels"))
     if not v["formats"]:
         raise input_error(where("format"), "no output format given",
                           expected="a comma-separated subset of " + ",".join(FORMAT_CHOICES))
@@ -298,7 +305,7 @@ def _describe(value: Any) -> str:
 
 GENERAL_TYPES: dict[str, Any] = {
     "models": tuple[Path, ...], "data": Path, "out": Path, "format": tuple[str, ...], "batch_size": int,
-    "seed": int, "preprocess": str, "resize": str, "class_names": tuple[str, ...],
+    "seed": int, "preprocess": str, "resize": str, "crop": str, "channels": str, "class_names": tuple[str, ...],
     "unsafe_deserialization": bool, "bootstrap": int, "gallery_size": int, "workers": int, "strict": bool,
     "quiet": bool, "enabled": tuple[str, ...], "disabled": tuple[str, ...],
 }

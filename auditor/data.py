@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -175,11 +176,15 @@ def _discover_csv(csv_path: Path) -> DatasetIndex:
 # ----------------------------------------------------------------------------------- decoding
 
 
-def decode_image(data: bytes, name: str = "") -> np.ndarray:
+def decode_image(data: bytes, name: str = "", decoder="cv2") -> np.ndarray:
     """Decode image bytes to an 8-bit RGB array of shape (h, w, 3).
 
     Grayscale, RGBA (alpha dropped, as Keras's loader does), palette and 16-bit images are
     converted. Raises :class:`DecodeError` with a short reason for empty, truncated or non-image data.
+
+    ``decoder`` says whose pixels to produce: ``"cv2"`` (OpenCV), ``"pil"`` (PIL, then ``convert("RGB")``
+    as ``keras.utils.load_img``), or a callable ``bytes -> uint8 RGB array`` used for JPEG files only
+    (:func:`auditor.model.decode_tf`: JPEG is where TensorFlow's decoder gives other pixels).
     """
     if not data:
         raise DecodeError("empty file")
@@ -194,6 +199,16 @@ def decode_image(data: bytes, name: str = "") -> np.ndarray:
         raise DecodeError("truncated JPEG (no end-of-image marker)")
     if head == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data:
         raise DecodeError("truncated PNG (no IEND chunk)")
+    if decoder == "pil":
+        return _decode_pil(data, ext, is_jpeg)
+    if callable(decoder) and is_jpeg:
+        try:
+            img = np.asarray(decoder(data))
+        except Exception:  # noqa: BLE001 - any decoder failure is a bad file
+            raise DecodeError("not a readable image (could not be decoded)") from None
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or img.size == 0:
+            raise DecodeError(f"unsupported image layout {img.shape}")
+        return img
     buf = np.frombuffer(data, dtype=np.uint8)
     img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
@@ -201,6 +216,26 @@ def decode_image(data: bytes, name: str = "") -> np.ndarray:
             raise DecodeError(f"not an image: {ext} name but no JPEG signature")
         raise DecodeError("not a readable image (could not be decoded)")
     return to_rgb8(img)
+
+
+def _decode_pil(data: bytes, ext: str, is_jpeg: bool) -> np.ndarray:
+    """PIL's pixels, as ``keras.utils.load_img(color_mode='rgb')`` produces them."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.mode != "RGB":
+                img = img.convert("RGB")
+            out = np.asarray(img)
+    except UnidentifiedImageError:
+        if ext in (".jpg", ".jpeg") and not is_jpeg:
+            raise DecodeError(f"not an image: {ext} name but no JPEG signature") from None
+        raise DecodeError("not a readable image (could not be decoded)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DecodeError(f"not a readable image ({' '.join(str(exc).split())[:80]})") from None
+    if out.ndim != 3 or out.shape[2] != 3 or out.size == 0:
+        raise DecodeError(f"unsupported image layout {out.shape}")
+    return out
 
 
 def to_rgb8(img: np.ndarray) -> np.ndarray:
@@ -233,8 +268,9 @@ class LoadedImage:
     error: str | None = None
 
 
-def load_sample(index: int, sample: Sample) -> LoadedImage:
-    """Read, hash and decode one file. Never raises for a bad file: the error is returned."""
+def load_sample(index: int, sample: Sample, decoder="cv2") -> LoadedImage:
+    """Read, hash and decode one file (``decoder`` as in :func:`decode_image`). Never raises for a bad
+    file: the error is returned."""
     try:
         with open(sample.path, "rb") as fh:
             data = fh.read()
@@ -242,7 +278,7 @@ def load_sample(index: int, sample: Sample) -> LoadedImage:
         return LoadedImage(index, "", error=f"cannot be read ({exc.strerror or exc})")
     digest = hashlib.sha256(data).hexdigest()
     try:
-        return LoadedImage(index, digest, image=decode_image(data, sample.path.name))
+        return LoadedImage(index, digest, image=decode_image(data, sample.path.name, decoder))
     except DecodeError as exc:
         return LoadedImage(index, digest, error=str(exc))
 
@@ -258,7 +294,7 @@ class Batch:
 
 
 def iter_batches(samples: Sequence[Sample], batch_size: int, *, workers: int = 2,
-                 prefetch_batches: int = 2) -> Iterator[Batch]:
+                 prefetch_batches: int = 2, decoder="cv2") -> Iterator[Batch]:
     """Decode ``samples`` in worker threads and yield batches of ``batch_size`` good images.
 
     Decoding runs ahead of the consumer by at most ``prefetch_batches`` batches, so memory holds a
@@ -272,7 +308,7 @@ def iter_batches(samples: Sequence[Sample], batch_size: int, *, workers: int = 2
         batch = Batch([], [])
         while next_i < len(samples) or pending:
             while next_i < len(samples) and len(pending) < window:
-                pending.append(pool.submit(load_sample, next_i, samples[next_i]))
+                pending.append(pool.submit(load_sample, next_i, samples[next_i], decoder))
                 next_i += 1
             loaded: LoadedImage = pending.pop(0).result()
             batch.hashes[loaded.index] = loaded.sha256

@@ -8,6 +8,7 @@ the penultimate-layer features (one multi-output model, so one pass serves every
 Resizing lives here, not in :mod:`auditor.data`, on purpose: ``tf.image.resize`` is what Keras's
 own folder loader uses, so doing the same call gives bit-identical inputs to the ones the model was
 trained on (OpenCV's bilinear/bicubic/nearest kernels differ from TensorFlow's in small but real ways).
+The other loaders' resizers (PIL, OpenCV) and the table of every method live in :mod:`auditor.resize`.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ with native_stderr_silenced():
 from .errors import AuditFailed, input_error
 from . import families
 from .preprocess import scale_pixels
+from .resize import METHODS, crop_box, resize_uint8
 
-TF_RESIZE = {"bilinear": "bilinear", "area": "area", "nearest": "nearest", "bicubic": "bicubic",
-             "lanczos": "lanczos3"}
+TF_RESIZE = {name: m.kernel for name, m in METHODS.items() if m.family == "plain"}
 BINARY_SIGMOID = "sigmoid (binary)"  # output_type of a model with one sigmoid output
 BINARY_LOGIT = "logit (binary)"  # output_type of a model with one linear (logit) output
 MODEL_HINT = "a .keras or .h5 model file, or a TensorFlow SavedModel directory"
@@ -366,25 +367,41 @@ class KerasClassifier:
     def features_note(self) -> str | None:
         return self._features_note
 
-    def prepare(self, images: Sequence[np.ndarray], *, resize: str, scaling: str) -> np.ndarray:
-        """Resize uint8 RGB images (any sizes) to the model's input and scale them.
+    def prepare(self, images: Sequence[np.ndarray], *, resize: str, scaling: str, crop: str = "none",
+                channels: str = "rgb") -> np.ndarray:
+        """Crop and resize uint8 RGB images (any sizes) to the model's input, order channels, and scale.
 
-        Returns float32 (n, h, w, c). Images of one shape are resized together in one call.
+        ``resize`` is a name of :data:`auditor.resize.METHODS`; ``crop`` is none | center-square |
+        center:F; ``channels`` rgb | bgr. Returns float32 (n, h, w, c). TensorFlow methods resize the
+        images of one shape together in one call; PIL and OpenCV methods go image by image on uint8 and
+        round to uint8, as those libraries do.
         """
         h, w, c = self.input_shape
+        method = METHODS[resize]
         out = np.empty((len(images), h, w, 3), dtype=np.float32)
-        groups: dict[tuple, list[int]] = {}
-        for i, img in enumerate(images):
-            groups.setdefault(img.shape, []).append(i)
-        method = TF_RESIZE[resize]
-        for shape, idx in groups.items():
-            stack = np.stack([images[i] for i in idx])
-            if shape[:2] == (h, w) and resize != "lanczos":
-                # at equal size these kernels sample each pixel centre exactly: tf.image.resize is the
-                # identity (tested bit for bit), so skip its cost
-                out[idx] = stack
-            else:
-                out[idx] = tf.image.resize(stack, (h, w), method=method, antialias=False).numpy()
+        if method.family in ("pil", "cv2"):
+            resize_uint8(images, out, (h, w), method, crop)
+        else:
+            groups: dict[tuple, list[int]] = {}
+            for i, img in enumerate(images):
+                groups.setdefault(img.shape, []).append(i)
+            for shape, idx in groups.items():
+                top, left, ch, cw = crop_box(shape[0], shape[1], crop, (h, w))
+                if (ch, cw) == shape[:2]:
+                    stack = np.stack([images[i] for i in idx])
+                else:
+                    stack = np.stack([images[i][top:top + ch, left:left + cw] for i in idx])
+                if (ch, cw) == (h, w) and method.family == "plain" and resize != "lanczos":
+                    # at equal size these kernels sample each pixel centre exactly: tf.image.resize is the
+                    # identity (tested bit for bit), so skip its cost
+                    out[idx] = stack
+                else:
+                    out[idx] = tf.image.resize(stack, (h, w), method=method.kernel,
+                                               antialias=method.antialias).numpy()
+        if channels == "bgr":
+            out = out[..., ::-1]
+        elif channels != "rgb":
+            raise ValueError(f"unknown channel order {channels!r}")
         if c == 1:
             out = np.dot(out, np.array([0.2989, 0.5870, 0.1140], dtype=np.float32))[..., None]
         return scale_pixels(out, scaling)
@@ -487,6 +504,19 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     z = np.asarray(z, dtype=np.float64)
     e = np.exp(-np.abs(z))
     return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def decode_tf(data: bytes) -> np.ndarray:
+    """Decode image bytes as ``keras.utils.image_dataset_from_directory`` does (``tf.io.decode_image``,
+    3 channels): for JPEGs its fast integer DCT gives pixels that differ from OpenCV's and PIL's."""
+    return tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
+
+
+def decoder_for(resize: str):
+    """The decoder of the training loader that ``resize`` reproduces: a callable, ``"pil"`` or ``"cv2"``
+    (the latter two understood by :func:`auditor.data.decode_image`)."""
+    kind = METHODS[resize].decoder
+    return decode_tf if kind == "tf" else kind
 
 
 def _replace(info: ModelInfo, **changes) -> ModelInfo:

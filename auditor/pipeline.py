@@ -18,7 +18,7 @@ import numpy as np
 
 from . import SCHEMA_VERSION, __version__
 from .classes import ClassMapping, resolve_classes
-from .config import DEFAULT_RESIZE, AuditConfig
+from .config import AuditConfig
 from .data import DatasetIndex, discover, fingerprint, iter_batches, load_sample
 from .errors import input_error
 from .progress import QUIET, Progress
@@ -27,6 +27,7 @@ from .sections import Registry, registry
 from .sections.base import RANK_DATA, RANK_FAILURES, RANK_MODEL, Warning
 from .sections.common import predictions_table
 from .sections.context import CleanPass, ModelAccess, SectionContext, SetupContext, describe_exception
+from .resize import DEFAULT_CHANNELS, DEFAULT_CROP, DEFAULT_RESIZE, METHODS
 from .sidecar import Sidecar, load_sidecar
 
 
@@ -42,12 +43,37 @@ class PreparedModel:
     scaling_source: str
     resize: str
     resize_source: str
+    crop: str = DEFAULT_CROP
+    crop_source: str = "default (no crop)"
+    channels: str = DEFAULT_CHANNELS
+    channels_source: str = "default (RGB, as every Keras loader)"
     plans: dict[str, Any] = field(default_factory=dict)  # section name -> what its setup returned
 
-    def preprocessing_dict(self) -> dict[str, Any]:
-        """How the audit feeds the model, as the report records it."""
+    def prepare(self, images, **overrides) -> np.ndarray:
+        """``adapter.prepare`` with this model's resize, scaling, crop and channel order (any overridden)."""
+        kw = {"resize": self.resize, "scaling": self.scaling, "crop": self.crop, "channels": self.channels}
+        kw.update(overrides)
+        return self.adapter.prepare(images, **kw)
+
+    @property
+    def decoder(self):
+        """How to decode files so their pixels are the ones the training loader of ``resize`` saw."""
+        from .model import decoder_for
+
+        return decoder_for(self.resize)
+
+    def preprocessing_dict(self) -> dict:
+        """What the report stores under ``preprocessing``."""
+        method = METHODS[self.resize]
+        decode = {"tf": "tf.io.decode_image for JPEG files (as keras image_dataset_from_directory), OpenCV "
+                        "for the others",
+                  "pil": "PIL Image.open + convert('RGB') (as keras.utils.load_img)",
+                  "cv2": "OpenCV cv2.imdecode"}[method.decoder]
         return {"scaling": self.scaling, "scaling_source": self.scaling_source,
-                "resize": self.resize, "resize_source": self.resize_source}
+                "resize": self.resize, "resize_source": self.resize_source,
+                "resize_call": method.call, "resize_reproduces": method.reproduces, "decode": decode,
+                "crop": self.crop, "crop_source": self.crop_source,
+                "channels": self.channels, "channels_source": self.channels_source}
 
 
 def run_audit(config: AuditConfig, *, progress: Progress = QUIET, write: Callable | None = None,
@@ -113,7 +139,20 @@ def prepare_model(config: AuditConfig, path: Path, index: DatasetIndex) -> Prepa
         resize, resize_source = sidecar.resize, "sidecar"
     else:
         resize, resize_source = DEFAULT_RESIZE, "default (as keras.utils.image_dataset_from_directory)"
-    return PreparedModel(path, adapter, sidecar, mapping, scaling, scaling_source, resize, resize_source)
+    if config.crop:
+        crop, crop_source = config.crop, "--crop"
+    elif sidecar and sidecar.crop:
+        crop, crop_source = sidecar.crop, "sidecar"
+    else:
+        crop, crop_source = DEFAULT_CROP, "default (no crop)"
+    if config.channels:
+        channels, channels_source = config.channels, "--channels"
+    elif sidecar and sidecar.channel_order:
+        channels, channels_source = sidecar.channel_order, "sidecar"
+    else:
+        channels, channels_source = DEFAULT_CHANNELS, "default (RGB, as every Keras loader)"
+    return PreparedModel(path, adapter, sidecar, mapping, scaling, scaling_source, resize, resize_source,
+                         crop, crop_source, channels, channels_source)
 
 
 def clean_pass(pm: PreparedModel, index: DatasetIndex, config: AuditConfig, progress: Progress, *,
@@ -134,11 +173,11 @@ def clean_pass(pm: PreparedModel, index: DatasetIndex, config: AuditConfig, prog
     all_hashes: dict[int, str] = {}
     t0 = time.perf_counter()
     with progress.stage(stage, n) as bar:
-        for batch in iter_batches(samples, config.batch_size, workers=config.workers):
+        for batch in iter_batches(samples, config.batch_size, workers=config.workers, decoder=pm.decoder):
             all_hashes.update(batch.hashes)
             failed.extend((samples[f.index].rel, f.error) for f in batch.failed)
             if batch.indices:
-                x = adapter.prepare(batch.images, resize=pm.resize, scaling=pm.scaling)
+                x = pm.prepare(batch.images)
                 p, f = adapter.forward(x)
                 if feats is None:
                     feats = np.zeros((n, f.shape[1]), dtype=np.float32)
@@ -169,7 +208,7 @@ def audit_model(config: AuditConfig, pm: PreparedModel, index: DatasetIndex, pro
     failures: list[Failure] = [Failure(f.name, f.error) for f in reg.failed_plugins
                                if config.is_enabled(f.name)]
     names = pm.mapping.model_classes
-    model = ModelAccess(pm, load_images=lambda rows: _load_rows(index, cp, rows),
+    model = ModelAccess(pm, load_images=lambda rows: _load_rows(index, cp, rows, pm.decoder),
                         pass_over=lambda idx, **kw: clean_pass(pm, idx, config, progress, **kw))
     results: dict[str, Any] = {}
     columns: dict[str, np.ndarray] = {}
@@ -216,11 +255,12 @@ def audit_model(config: AuditConfig, pm: PreparedModel, index: DatasetIndex, pro
     )
 
 
-def _load_rows(index: DatasetIndex, cp: CleanPass, rows: Sequence[int]) -> list[np.ndarray]:
-    """Decoded images of clean-pass rows (they decoded once, so they decode again)."""
+def _load_rows(index: DatasetIndex, cp: CleanPass, rows: Sequence[int], decoder: Any = "cv2") -> list[np.ndarray]:
+    """Decoded images of clean-pass rows (they decoded once, so they decode again), with the clean pass's
+    decoder."""
     images = []
     for j in rows:
-        loaded = load_sample(int(j), index.samples[cp.sample_idx[j]])
+        loaded = load_sample(int(j), index.samples[cp.sample_idx[j]], decoder)
         if loaded.image is None:
             raise RuntimeError(f"{index.samples[cp.sample_idx[j]].rel} no longer decodes ({loaded.error})")
         images.append(loaded.image)

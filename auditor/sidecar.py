@@ -6,7 +6,9 @@ For ``models/wbc.keras`` the sidecar is ``models/wbc.json``. Every key is option
       "schema_version": 1,
       "class_names": ["basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil"],
       "preprocess": "raw",              # unit | raw | symmetric | caffe | torch
-      "resize": "bilinear",             # bilinear | area | nearest | bicubic | lanczos
+      "resize": "bilinear",             # any name of auditor.resize.METHODS (pil:bilinear, cv2:area, ...)
+      "crop": "none",                   # none | center-square | center:FRACTION
+      "channel_order": "rgb",           # rgb | bgr
       "input_size": [96, 96],           # height, width (checked against the model)
       "architecture": "small_cnn",
       "intended_use": "free text",
@@ -22,11 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import RESIZE_CHOICES
 from .errors import input_error
+from .resize import CHANNELS, METHODS, parse_crop, resize_choices_text
 
 SCALINGS = ("unit", "raw", "symmetric", "caffe", "torch")
-KNOWN_KEYS = {"schema_version", "class_names", "preprocess", "resize", "input_size", "architecture",
+KNOWN_KEYS = {"schema_version", "class_names", "preprocess", "resize", "crop", "channel_order", "input_size",
+              "architecture",
               "intended_use", "training_data", "training"}
 
 
@@ -36,6 +39,8 @@ class Sidecar:
     class_names: tuple[str, ...] | None = None
     preprocess: str | None = None
     resize: str | None = None
+    crop: str | None = None
+    channel_order: str | None = None
     input_size: tuple[int, int] | None = None
     architecture: str | None = None
     intended_use: str | None = None
@@ -46,7 +51,8 @@ class Sidecar:
         return {
             "path": str(self.path),
             "class_names": list(self.class_names) if self.class_names else None,
-            "preprocess": self.preprocess, "resize": self.resize,
+            "preprocess": self.preprocess, "resize": self.resize, "crop": self.crop,
+            "channel_order": self.channel_order,
             "input_size": list(self.input_size) if self.input_size else None,
             "architecture": self.architecture, "intended_use": self.intended_use,
             "training_data": self.training_data, "extra": self.extra,
@@ -81,8 +87,20 @@ def load_sidecar(model_path: Path) -> Sidecar | None:
     if pre is not None and pre not in SCALINGS:
         raise input_error(path, f"'preprocess' is {pre!r}", expected="one of " + ", ".join(SCALINGS))
     resize = raw.get("resize")
-    if resize is not None and resize not in RESIZE_CHOICES:
-        raise input_error(path, f"'resize' is {resize!r}", expected="one of " + ", ".join(RESIZE_CHOICES))
+    if resize is not None and (not isinstance(resize, str) or resize not in METHODS):
+        raise input_error(path, f"'resize' is {resize!r}", expected="one of " + resize_choices_text())
+    crop = raw.get("crop")
+    if crop is not None:
+        try:
+            if not isinstance(crop, str):
+                raise ValueError
+            parse_crop(crop)
+        except ValueError:
+            raise input_error(path, f"'crop' is {crop!r}", expected="none, center-square, or center:FRACTION "
+                              "with FRACTION in (0, 1]") from None
+    channel_order = raw.get("channel_order")
+    if channel_order is not None and channel_order not in CHANNELS:
+        raise input_error(path, f"'channel_order' is {channel_order!r}", expected="one of " + ", ".join(CHANNELS))
     size = raw.get("input_size")
     if size is not None:
         if not (isinstance(size, list) and len(size) == 2 and all(type(v) is int and v > 0 for v in size)):
@@ -95,4 +113,5 @@ def load_sidecar(model_path: Path) -> Sidecar | None:
             raise input_error(path, f"'{key}' is not a string")
         text[key] = v
     extra = {k: v for k, v in raw.items() if k not in KNOWN_KEYS or k == "training"}
-    return Sidecar(path=path, class_names=names, preprocess=pre, resize=resize, input_size=size, extra=extra, **text)
+    return Sidecar(path=path, class_names=names, preprocess=pre, resize=resize, crop=crop,
+                   channel_order=channel_order, input_size=size, extra=extra, **text)

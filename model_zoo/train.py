@@ -434,7 +434,9 @@ def build_sidecar(p: Plan, class_names, train_counts, n_val, weights, *, epochs_
         "schema_version": 1,
         "class_names": list(class_names),
         "preprocess": p.arch.preprocess,
-        "resize": "bilinear",
+        "resize": "bilinear",  # image_dataset_from_directory(interpolation="bilinear") below, no crop
+        "crop": "none",
+        "channel_order": "rgb",
         "input_size": list(p.input_size),
         "architecture": p.arch.name,
         "intended_use": (

@@ -74,13 +74,14 @@ class ModelAccess:
 
     @property
     def settings(self) -> dict[str, str]:
-        """The audit's preprocessing settings (``resize``, ``scaling``)."""
-        return {"resize": self._pm.resize, "scaling": self._pm.scaling}
+        """The audit's preprocessing settings (``resize``, ``scaling``, ``crop``, ``channels``)."""
+        pm = self._pm
+        return {"resize": pm.resize, "scaling": pm.scaling, "crop": pm.crop, "channels": pm.channels}
 
     def prepare(self, images: Sequence[np.ndarray], **overrides: str) -> np.ndarray:
-        """Resize and scale uint8 RGB images as the audit does; ``overrides`` change one setting."""
-        kw = {**self.settings, **overrides}
-        return self._pm.adapter.prepare(images, **kw)
+        """Crop, resize, order channels and scale uint8 RGB images as the audit does; ``overrides`` change
+        a setting (``resize=``, ``scaling=``, ``crop=``, ``channels=``)."""
+        return self._pm.prepare(images, **overrides)
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One batch of prepared inputs -> (probabilities (n, k), penultimate features (n, d))."""

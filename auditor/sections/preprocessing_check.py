@@ -44,14 +44,15 @@ class PreprocessingCheckSection(Section):
         cp, model = ctx.clean, ctx.model
         sub = stratified_subsample(cp.y_true, options.samples, seed=ctx.seed)
         chosen = (model.settings["resize"], model.settings["scaling"])
-        settings = [(r, s) for r in RESIZE_CHOICES for s in SCALINGS]
+        resizes = RESIZE_CHOICES + ((chosen[0],) if chosen[0] not in RESIZE_CHOICES else ())
+        settings = [(r, s) for r in resizes for s in SCALINGS]
         parts: dict[tuple[str, str], list[np.ndarray]] = {key: [] for key in settings}
         batch = ctx.config.batch_size
         with ctx.progress.stage("preprocessing check", len(sub)) as bar:
             for start in range(0, len(sub), batch):
                 chunk = sub[start:start + batch]
                 images = model.load_images(chunk)
-                for r in RESIZE_CHOICES:
+                for r in resizes:
                     resized = model.prepare(images, resize=r, scaling="raw")  # [0, 255] floats
                     for s in SCALINGS:
                         if (r, s) == chosen:
