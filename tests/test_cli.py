@@ -209,4 +209,4 @@ def test_sigmoid_multilabel_output_is_not_a_classifier(tmp_path, colour_data):
     path = tmp_path / "multilabel.keras"
     keras.Model(inp, out).save(path)
     assert_one_error(invoke(path, colour_data, "--class-names", "blue,green,red", "--out", tmp_path, *FAST), 2,
-              "multilabel.keras", "'sigmoid'", "not class probabilities")
+              "multilabel.keras", "3 sigmoid outputs", "single-label classifier")
