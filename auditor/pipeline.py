@@ -222,29 +222,29 @@ def clean_pass(pm: PreparedModel, index: DatasetIndex, config: AuditConfig, prog
 
 
 def run_preprocessing_check(pm: PreparedModel, index: DatasetIndex, cp: CleanPass, config: AuditConfig,
-                            progress: Progress):
-    """Forward a stratified subsample under every (resize, scaling); analysis is pure arithmetic.
+                            progress: Progress, *, sequential: bool = True):
+    """Forward a stratified subsample under every (resize, scaling), sequentially (settings clearly
+    worse than another stop early; see :mod:`auditor.prepcheck`); analysis is pure arithmetic."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    Works in chunks of ``batch_size`` images, so memory holds one chunk per resize method at a time.
-    """
+    from .prepcheck import run_settings
+
     sub = stratified_subsample(cp.y_true, config.preprocess_check_samples, seed=config.seed)
     chosen = (pm.resize, pm.scaling)
-    settings = [(r, s) for r in RESIZE_CHOICES for s in SCALINGS]
-    parts: dict[tuple[str, str], list[np.ndarray]] = {key: [] for key in settings}
-    with progress.stage("preprocessing check", len(sub)) as bar:
-        for start in range(0, len(sub), config.batch_size):
-            chunk = sub[start:start + config.batch_size]
-            images = [load_sample(int(j), index.samples[cp.sample_idx[j]]).image for j in chunk]
-            for r in RESIZE_CHOICES:
-                resized = pm.adapter.prepare(images, resize=r, scaling="raw")  # [0, 255] floats
-                for s in SCALINGS:
-                    if (r, s) == chosen:
-                        parts[(r, s)].append(cp.probs[chunk].argmax(axis=1))  # the clean pass has these
-                    else:
-                        parts[(r, s)].append(pm.adapter.forward(scale_pixels(resized, s))[0].argmax(axis=1))
-            bar.update(len(chunk))
-    preds = {key: np.concatenate(v) for key, v in parts.items()}
-    return compute_preprocessing_check(cp.y_true[sub], preds, chosen=chosen)
+    with ThreadPoolExecutor(max_workers=config.workers) as pool, \
+            progress.stage("preprocessing check", len(sub)) as bar:
+        run = run_settings(
+            [(r, s) for r in RESIZE_CHOICES for s in SCALINGS], chosen, y_true=cp.y_true[sub],
+            chosen_pred=cp.probs[sub].argmax(axis=1),  # the clean pass has these
+            load=lambda pos: list(pool.map(lambda j: load_sample(int(j), index.samples[cp.sample_idx[j]]).image,
+                                           sub[pos])),
+            resize=lambda images, r: pm.adapter.prepare(images, resize=r, scaling="raw"),  # [0, 255] floats
+            finish=lambda resized, setting: scale_pixels(resized, setting[1]),
+            forward=lambda x: pm.adapter.forward(x)[0], cache_key=lambda setting: setting[0],
+            batch_size=config.batch_size, sequential=sequential, seed=config.seed, on_images=bar.update)
+    return compute_preprocessing_check(run.y_true, run.predictions, chosen=chosen, status=run.status,
+                                       forward_passes=run.forward_passes,
+                                       forward_passes_exhaustive=run.forward_passes_exhaustive)
 
 
 def _attempt(name: str, failures: list[Failure], fn: Callable, *args, **kwargs):
