@@ -42,7 +42,7 @@ def run_settings(settings: Sequence[Hashable], chosen: Hashable, *, y_true: np.n
                  load: Callable[[np.ndarray], list[np.ndarray]], resize: Callable[[list, Hashable], np.ndarray],
                  finish: Callable[[np.ndarray, Hashable], np.ndarray], forward: Callable[[np.ndarray], np.ndarray],
                  cache_key: Callable[[Hashable], Hashable], batch_size: int = 32, sequential: bool = True,
-                 first_look: int = 32, alpha: float = 0.05, n_tie: int | None = 64, seed: int = 0,
+                 first_look: int = 32, alpha: float = 0.05, n_tie: int | None = 128, seed: int = 0,
                  on_images: Callable[[int], None] | None = None) -> CheckRun:
     """Evaluate ``settings`` on a subsample and return their predictions.
 

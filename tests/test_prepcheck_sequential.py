@@ -36,8 +36,8 @@ def test_schedule_and_level_by_hand():
     assert look_schedule(20) == (20,)
     assert look_schedule(0) == ()
     assert drop_level(20, 3) == pytest.approx(0.05 / 57)
-    assert tie_miss_probability(0.05, 64) == pytest.approx(0.95 ** 64)
-    assert tie_miss_probability(0.05, 64) < 0.04
+    assert tie_miss_probability(0.05, 128) == pytest.approx(0.95 ** 128)
+    assert tie_miss_probability(0.02, 128) < 0.08
 
 
 def test_stratified_order_prefixes_are_stratified():
@@ -70,7 +70,7 @@ def test_clearly_worse_dropped_at_first_look_and_copy_tied():
         asked.append((tuple(int(i) for i in idx), start, stop))
         return correct[idx, start:stop]
 
-    res = run_elimination(evaluate, 4, 250, reference=0, schedule=(32, 64, 128, 250))
+    res = run_elimination(evaluate, 4, 250, reference=0, schedule=(32, 64, 128, 250), n_tie=64)
     # first look: the reference beats 'hopeless' on 29 images of 32 and loses 3: p far below 0.05 / (3 * 3)
     p_first = binomtest(29, 32, 0.5, alternative="greater").pvalue
     assert p_first < drop_level(4, 3)
@@ -107,7 +107,7 @@ def test_error_rate_under_the_null_is_controlled():
     for _ in range(runs):
         correct = rng.random((s_count, m)) < 0.7
         res = run_elimination(lambda idx, a, b: correct[idx, a:b], s_count, m, reference=0,
-                              schedule=look_schedule(m), alpha=0.05, n_tie=64)
+                              schedule=look_schedule(m), alpha=0.05)
         best = int(np.argmax(correct.sum(axis=1)))
         best_dropped += res.status[best] == "dropped"
         drops += res.status.count("dropped")
