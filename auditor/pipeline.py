@@ -7,8 +7,10 @@ recorded, not raised) -> the report. The pipeline names no section.
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -208,8 +210,7 @@ def audit_model(config: AuditConfig, pm: PreparedModel, index: DatasetIndex, pro
     failures: list[Failure] = [Failure(f.name, f.error) for f in reg.failed_plugins
                                if config.is_enabled(f.name)]
     names = pm.mapping.model_classes
-    model = ModelAccess(pm, load_images=lambda rows: _load_rows(index, cp, rows, pm.decoder),
-                        pass_over=lambda idx, **kw: clean_pass(pm, idx, config, progress, **kw))
+    model = model_access(pm, index, cp, config, progress)
     results: dict[str, Any] = {}
     columns: dict[str, np.ndarray] = {}
     tables = {}
@@ -255,16 +256,37 @@ def audit_model(config: AuditConfig, pm: PreparedModel, index: DatasetIndex, pro
     )
 
 
-def _load_rows(index: DatasetIndex, cp: CleanPass, rows: Sequence[int], decoder: Any = "cv2") -> list[np.ndarray]:
+def model_access(pm: PreparedModel, index: DatasetIndex, cp: CleanPass, config: AuditConfig,
+                 progress: Progress = QUIET) -> ModelAccess:
+    """The narrow view of the model that sections get."""
+    return ModelAccess(pm, load_images=lambda rows: _load_rows(index, cp, rows, pm.decoder, config.workers),
+                       pass_over=lambda idx, **kw: clean_pass(pm, idx, config, progress, **kw))
+
+
+def run_section(name: str, config: AuditConfig, pm: PreparedModel, index: DatasetIndex, cp: CleanPass,
+                progress: Progress = QUIET, **options: Any) -> Any:
+    """Run one section on a clean pass outside a whole audit (tests, notebooks); ``options`` override the
+    configuration's options of that section. Exceptions propagate."""
+    section = registry().get(name)
+    opts = dataclasses.replace(config.options(name), **options) if options else config.options(name)
+    ctx = SectionContext(config=config, index=index, class_names=pm.mapping.model_classes, clean=cp,
+                         model=model_access(pm, index, cp, config, progress), plan=pm.plans.get(name),
+                         progress=progress)
+    return section.run(ctx, opts)
+
+
+def _load_rows(index: DatasetIndex, cp: CleanPass, rows: Sequence[int], decoder: Any = "cv2",
+               workers: int = 1) -> list[np.ndarray]:
     """Decoded images of clean-pass rows (they decoded once, so they decode again), with the clean pass's
     decoder."""
-    images = []
-    for j in rows:
+    def load(j: int) -> np.ndarray:
         loaded = load_sample(int(j), index.samples[cp.sample_idx[j]], decoder)
         if loaded.image is None:
             raise RuntimeError(f"{index.samples[cp.sample_idx[j]].rel} no longer decodes ({loaded.error})")
-        images.append(loaded.image)
-    return images
+        return loaded.image
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(rows)))) as pool:
+        return list(pool.map(load, rows))
 
 
 def build_summary(reg: Registry, results: dict[str, Any], failures: Sequence[Failure], pm: PreparedModel) -> dict:

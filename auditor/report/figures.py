@@ -136,13 +136,20 @@ def recall_intervals(m: ClassificationMetrics) -> bytes:
 def preprocessing_grid(c: PreprocessingCheck) -> bytes:
     """Accuracy under every resize method (rows) and pixel scaling (columns); the chosen cell framed."""
     acc = np.asarray(c.accuracy, dtype=float)
-    annot = np.char.mod("%.1f%%", acc * 100)
+    annot = np.char.mod("%.1f%%", acc * 100).astype(object)
+    for i, row in enumerate(c.status):  # settings the sequential check stopped early
+        for j, st in enumerate(row):
+            if st == "dropped":
+                annot[i, j] = f"{annot[i, j]}\nstopped after\n{c.n_evaluated[i][j]} images"
+            elif st == "tied":
+                annot[i, j] = f"{annot[i, j]}\ntied after\n{c.n_evaluated[i][j]} images"
     with matplotlib.rc_context(STYLE):
         fig = _new(5.2, 3.2)
         ax = fig.add_subplot()
         sns.heatmap(acc, ax=ax, annot=annot, fmt="", cmap="RdYlGn", vmin=0, vmax=1, linewidths=0.5,
                     linecolor="white", xticklabels=list(c.scalings), yticklabels=list(c.resize_methods),
-                    cbar_kws={"label": "accuracy"})
+                    cbar_kws={"label": "accuracy"},
+                    annot_kws={"fontsize": 6} if c.stopped_early() else None)
         r, s = c.resize_methods.index(c.chosen[0]), c.scalings.index(c.chosen[1])
         ax.add_patch(matplotlib.patches.Rectangle((s, r), 1, 1, fill=False, ec="#111111", lw=2.2))
         ax.set_xlabel("pixel scaling (--preprocess)")

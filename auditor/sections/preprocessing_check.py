@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from ..analyses.preprocessing import PreprocessingCheck, compute_preprocessing_check
 from ..config import RESIZE_CHOICES
 from ..data import stratified_subsample
 from ..errors import input_error
+from ..prepcheck import run_settings
 from ..preprocess import SCALINGS, scale_pixels
 from ..report import figures
 from .base import RANK_VALIDITY, Contribution, Section, Where, Warning
@@ -19,6 +18,7 @@ from .context import SectionContext
 @dataclass(frozen=True)
 class PreprocessingCheckOptions:
     samples: int = 250  # images in the stratified subsample (0 skips the check)
+    sequential: bool = True  # stop settings as soon as they are decided; false: every setting on every image
 
     def validate(self, where: Where) -> None:
         if self.samples < 0:
@@ -35,33 +35,28 @@ class PreprocessingCheckSection(Section):
     result_type = PreprocessingCheck
 
     def run(self, ctx: SectionContext, options: PreprocessingCheckOptions) -> PreprocessingCheck | None:
-        """Forward a stratified subsample under every (resize, scaling); the analysis is pure arithmetic.
-
-        Works in chunks of ``batch_size`` images, so memory holds one chunk per resize method at a time.
-        """
+        """Forward a stratified subsample under every (resize, scaling), sequentially: a setting clearly
+        worse than another, or right and wrong on the same images as the audit's, stops early (see
+        :mod:`auditor.prepcheck`). The chosen setting's predictions come from the clean pass."""
         if options.samples == 0:
             return None
         cp, model = ctx.clean, ctx.model
         sub = stratified_subsample(cp.y_true, options.samples, seed=ctx.seed)
         chosen = (model.settings["resize"], model.settings["scaling"])
         resizes = RESIZE_CHOICES + ((chosen[0],) if chosen[0] not in RESIZE_CHOICES else ())
-        settings = [(r, s) for r in resizes for s in SCALINGS]
-        parts: dict[tuple[str, str], list[np.ndarray]] = {key: [] for key in settings}
-        batch = ctx.config.batch_size
         with ctx.progress.stage("preprocessing check", len(sub)) as bar:
-            for start in range(0, len(sub), batch):
-                chunk = sub[start:start + batch]
-                images = model.load_images(chunk)
-                for r in resizes:
-                    resized = model.prepare(images, resize=r, scaling="raw")  # [0, 255] floats
-                    for s in SCALINGS:
-                        if (r, s) == chosen:
-                            parts[(r, s)].append(cp.probs[chunk].argmax(axis=1))  # the clean pass has these
-                        else:
-                            parts[(r, s)].append(model.forward(scale_pixels(resized, s))[0].argmax(axis=1))
-                bar.update(len(chunk))
-        preds = {key: np.concatenate(v) for key, v in parts.items()}
-        return compute_preprocessing_check(cp.y_true[sub], preds, chosen=chosen)
+            run = run_settings(
+                [(r, s) for r in resizes for s in SCALINGS], chosen, y_true=cp.y_true[sub],
+                chosen_pred=cp.probs[sub].argmax(axis=1),
+                load=lambda pos: model.load_images(sub[pos]),
+                resize=lambda images, r: model.prepare(images, resize=r, scaling="raw"),  # [0, 255] floats
+                finish=lambda resized, setting: scale_pixels(resized, setting[1]),
+                forward=lambda x: model.forward(x)[0], cache_key=lambda setting: setting[0],
+                batch_size=ctx.config.batch_size, sequential=options.sequential, seed=ctx.seed,
+                on_images=bar.update)
+        return compute_preprocessing_check(run.y_true, run.predictions, chosen=chosen, status=run.status,
+                                           forward_passes=run.forward_passes,
+                                           forward_passes_exhaustive=run.forward_passes_exhaustive)
 
     def figures(self, result: PreprocessingCheck) -> dict[str, bytes]:
         return {"preprocessing_grid": figures.preprocessing_grid(result)}

@@ -1,0 +1,99 @@
+"""The preprocessing check's driver: forward a subsample under each preprocessing setting, sequentially.
+
+No TensorFlow here: the caller passes the model's ``forward`` and ``resize`` as callables (from the
+adapter). A *setting* is an opaque hashable value (today a ``(resize, scaling)`` tuple); the driver
+needs only two functions of it: ``cache_key(setting)``, the part that is costly to apply (the resize),
+and ``finish(resized, setting)``, the cheap rest (scaling, later channel order) applied to the
+resized float array. Images are resized once per cache key per batch and shared by every setting
+with that key.
+
+The settings are evaluated on growing prefixes of the subsample, put in an order whose every prefix
+is class-stratified (:func:`auditor.analyses.sequential.stratified_order`); after each look, settings
+significantly worse than another are dropped and settings indistinguishable from the chosen one are
+tied (:mod:`auditor.analyses.sequential`, where the error control is explained). The chosen setting's
+predictions come from the clean pass and cost nothing. ``sequential=False`` runs every setting on
+every image (the exhaustive check).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Hashable, Sequence
+
+import numpy as np
+
+from .analyses.sequential import look_schedule, run_elimination, stratified_order
+
+
+@dataclass
+class CheckRun:
+    """Predictions of each setting on the ordered subsample (prefixes for those stopped early)."""
+
+    order: np.ndarray  # (m,) positions into the caller's subsample, in evaluation order
+    y_true: np.ndarray  # (m,) labels in evaluation order
+    predictions: dict[Hashable, np.ndarray]
+    status: dict[Hashable, str]  # "dropped" | "tied" for settings stopped early
+    forward_passes: int  # images forwarded
+    forward_passes_exhaustive: int
+    looks: tuple[int, ...]
+
+
+def run_settings(settings: Sequence[Hashable], chosen: Hashable, *, y_true: np.ndarray, chosen_pred: np.ndarray,
+                 load: Callable[[np.ndarray], list[np.ndarray]], resize: Callable[[list, Hashable], np.ndarray],
+                 finish: Callable[[np.ndarray, Hashable], np.ndarray], forward: Callable[[np.ndarray], np.ndarray],
+                 cache_key: Callable[[Hashable], Hashable], batch_size: int = 32, sequential: bool = True,
+                 first_look: int = 32, alpha: float = 0.05, n_tie: int | None = 128, seed: int = 0,
+                 on_images: Callable[[int], None] | None = None) -> CheckRun:
+    """Evaluate ``settings`` on a subsample and return their predictions.
+
+    Parameters
+    ----------
+    settings : every setting, ``chosen`` among them.
+    y_true, chosen_pred : (m,) labels of the subsample and the chosen setting's predicted labels.
+    load : positions into the subsample -> decoded images.
+    resize : (images, cache key) -> float array of the model's input size.
+    finish : (resized array, setting) -> model input.
+    forward : model input -> (n, k) class probabilities.
+    on_images : called with the number of new subsample images at each step (progress).
+    """
+    settings = list(settings)
+    if chosen not in settings:
+        raise ValueError(f"the chosen setting {chosen} is not among the settings")
+    ref = settings.index(chosen)
+    y_true = np.asarray(y_true)
+    m = len(y_true)
+    order = stratified_order(y_true, seed=seed) if sequential else np.arange(m)
+    y_ord = y_true[order]
+    chosen_ord = np.asarray(chosen_pred)[order]
+    preds = {s: np.full(m, -1, dtype=np.int64) for s in settings}
+    preds[chosen] = chosen_ord.astype(np.int64)
+    counter = {"images": 0}
+
+    def evaluate(idx: np.ndarray, start: int, stop: int) -> np.ndarray:
+        todo = [settings[i] for i in idx if i != ref]
+        groups: dict[Hashable, list[Hashable]] = {}
+        for s in todo:
+            groups.setdefault(cache_key(s), []).append(s)
+        for b0 in range(start, stop, batch_size):
+            b1 = min(stop, b0 + batch_size)
+            images = load(order[b0:b1]) if todo else []
+            for key, members in groups.items():
+                resized = resize(images, key)
+                for s in members:
+                    probs = forward(finish(resized, s))
+                    preds[s][b0:b1] = np.asarray(probs).argmax(axis=1)
+                    counter["images"] += b1 - b0
+            if on_images is not None:
+                on_images(b1 - b0)
+        return np.stack([preds[settings[i]][start:stop] == y_ord[start:stop] for i in idx])
+
+    schedule = look_schedule(m, first=first_look)
+    result = run_elimination(evaluate, len(settings), m, reference=ref, schedule=schedule, alpha=alpha,
+                             n_tie=n_tie, sequential=sequential)
+    if on_images is not None and result.looks and result.looks[-1] < m:
+        on_images(m - result.looks[-1])  # the bar ends full: the rest was not needed
+    out = {s: preds[s][:int(result.n_evaluated[i])] if i != ref else preds[s] for i, s in enumerate(settings)}
+    status = {settings[i]: st for i, st in enumerate(result.status) if st in ("dropped", "tied")}
+    return CheckRun(order=order, y_true=y_ord, predictions=out, status=status,
+                    forward_passes=counter["images"], forward_passes_exhaustive=(len(settings) - 1) * m,
+                    looks=result.looks)
