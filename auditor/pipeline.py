@@ -21,6 +21,7 @@ from .analyses.calibration import compute_calibration
 from .analyses.dataquality import compute_data_quality
 from .analyses.fisher import compute_fisher, fisher_scores
 from .analyses.metrics import compute_classification_metrics
+from .analyses.model_sanity import compute_model_sanity
 from .analyses.preprocessing import compute_preprocessing_check
 from .analyses.selective import compute_selective
 from .analyses.sites import SiteData, compute_sites
@@ -284,6 +285,9 @@ def audit_model(config: AuditConfig, pm: PreparedModel, index: DatasetIndex,
     failures: list[Failure] = []
     names = pm.mapping.model_classes
     samples = index.samples
+    sanity = _attempt("model_sanity", failures, compute_model_sanity, cp.probs, cp.y_true,
+                      n_classes_in_data=len(np.unique(cp.y_true)), output_type=pm.adapter.info.output_type,
+                      raw_row_sums=getattr(pm.adapter, "output_stats", None), class_names=names)
 
     t = time.perf_counter()
     metrics = _attempt("classification", failures, compute_classification_metrics, cp.y_true, cp.probs,
@@ -367,7 +371,8 @@ def audit_model(config: AuditConfig, pm: PreparedModel, index: DatasetIndex,
     info = pm.adapter.info
     created = datetime.now(timezone.utc)
     report_id = f"{created.strftime('%Y%m%dT%H%M%SZ')}-{info.sha256[:8]}"
-    summary = build_summary(metrics, check, dq, failures, pm, calibration, selective, sites_result, site_runs)
+    summary = build_summary(metrics, check, dq, failures, pm, calibration, selective, sites_result, site_runs,
+                            sanity=sanity)
     from .model import environment  # TensorFlow is already loaded by now
     report = AuditReport(
         schema_version=SCHEMA_VERSION, report_id=report_id, tool_version=__version__,
@@ -386,7 +391,7 @@ def audit_model(config: AuditConfig, pm: PreparedModel, index: DatasetIndex,
         preprocessing_check=check, mistakes=mistakes, fisher=fisher, fisher_gallery=fisher_gallery,
         calibration=calibration, selective=selective, sites=sites_result, site_details=tuple(site_details),
         site_samples=tuple(site_samples), site_info=tuple(_site_info(r) for r in site_runs),
-        failures=tuple(failures), timings=timings,
+        failures=tuple(failures), timings=timings, model_sanity=sanity,
     )
     return AuditRun(report, cp, columns, site_runs)
 
@@ -424,9 +429,9 @@ def _site_strip(datasets, names, seed: int, per_site: int = 5) -> list[SiteSampl
 
 
 def build_summary(metrics, check, dq, failures, pm: PreparedModel, calibration=None, selective=None,
-                  sites=None, site_runs=()) -> dict:
+                  sites=None, site_runs=(), sanity=None) -> dict:
     """Headline numbers and every warning, in the order a reviewer should read them."""
-    warnings: list[str] = []
+    warnings: list[str] = list(sanity.warnings) if sanity is not None else []  # a broken model comes first
     if check is not None:
         warnings.extend(check.warnings)
     if pm.adapter.info.output_type == "logits":

@@ -10,6 +10,7 @@ from ..analyses.calibration import CalibrationResult
 from ..analyses.dataquality import DataQuality
 from ..analyses.fisher import FisherResult
 from ..analyses.metrics import ClassificationMetrics
+from ..analyses.model_sanity import ModelSanity
 from ..analyses.preprocessing import PreprocessingCheck
 from ..analyses.selective import SelectiveResult
 from ..analyses.sites import SitesResult
@@ -102,6 +103,7 @@ class AuditReport:
     site_info: tuple[dict, ...] = ()
     failures: tuple[Failure, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
+    model_sanity: ModelSanity | None = None
 
     def to_dict(self) -> dict:
         return jsonable({
@@ -111,6 +113,7 @@ class AuditReport:
             "dataset": self.dataset, "environment": self.environment, "config": self.config,
             "summary": self.summary, "data_quality": self.data_quality.to_dict(),
             "results": {
+                "model_sanity": self.model_sanity.to_dict() if self.model_sanity else None,
                 "classification": self.classification.to_dict() if self.classification else None,
                 "preprocessing_check": self.preprocessing_check.to_dict() if self.preprocessing_check else None,
                 "most_confident_mistakes": [m.to_dict() for m in self.mistakes],
@@ -151,4 +154,5 @@ class AuditReport:
             site_info=tuple(d.get("external_sites", [])),
             failures=tuple(Failure(**f) for f in d.get("failures", [])),
             timings=d.get("timings_seconds", {}),
+            model_sanity=ModelSanity.from_dict(res["model_sanity"]) if res.get("model_sanity") else None,
         )
