@@ -185,7 +185,7 @@ def prepare_model(config: AuditConfig, path: Path, index: DatasetIndex) -> Prepa
 def clean_pass(pm: PreparedModel, index: DatasetIndex, config: AuditConfig, progress: Progress, *,
                data_to_model: dict[str, int] | None = None, stage: str = "model pass",
                data_path: Path | str | None = None) -> CleanPass:
-    """One streaming pass: decode in threads, resize+scale, forward; keep per-sample vectors only.
+    """One streaming pass: decode + resize + scale in threads, forward; keep per-sample vectors only.
 
     ``data_to_model`` maps data labels to model outputs (default: the model's main class mapping).
     """
@@ -199,12 +199,17 @@ def clean_pass(pm: PreparedModel, index: DatasetIndex, config: AuditConfig, prog
     failed: list[tuple[str, str]] = []
     all_hashes: dict[int, str] = {}
     t0 = time.perf_counter()
+    def to_input(image: np.ndarray) -> np.ndarray:
+        # per image, in the decode threads: resize + scale overlap the forward pass of the batch before
+        # (one image at a time gives the same pixels as a batch: tested bit for bit)
+        return adapter.prepare([image], resize=pm.resize, scaling=pm.scaling)[0]
+
     with progress.stage(stage, n) as bar:
-        for batch in iter_batches(samples, config.batch_size, workers=config.workers):
+        for batch in iter_batches(samples, config.batch_size, workers=config.workers, transform=to_input):
             all_hashes.update(batch.hashes)
             failed.extend((samples[f.index].rel, f.error) for f in batch.failed)
             if batch.indices:
-                x = adapter.prepare(batch.images, resize=pm.resize, scaling=pm.scaling)
+                x = np.stack(batch.images)
                 p, f = adapter.forward(x)
                 if feats is None:
                     feats = np.zeros((n, f.shape[1]), dtype=np.float32)
