@@ -199,6 +199,9 @@ def clean_pass(pm: PreparedModel, index: DatasetIndex, config: AuditConfig, prog
     failed: list[tuple[str, str]] = []
     all_hashes: dict[int, str] = {}
     t0 = time.perf_counter()
+    if hasattr(adapter, "reset_output_stats"):
+        adapter.reset_output_stats()  # output_stats then describe this pass only (read by the sanity analysis)
+
     def to_input(image: np.ndarray) -> np.ndarray:
         # per image, in the decode threads: resize + scale overlap the forward pass of the batch before
         # (one image at a time gives the same pixels as a batch: tested bit for bit)

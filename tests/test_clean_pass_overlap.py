@@ -90,3 +90,8 @@ def test_clean_pass_equals_the_batched_main_thread_path(tmp_path, clf):
                           for j in range(0, len(imgs), 4)])
     assert np.array_equal(cp.probs, ref)
     assert cp.failed == [("red/broken.jpg", "truncated JPEG (no end-of-image marker)")]
+    # the adapter's raw-output statistics describe the last clean pass only
+    clean_pass(pm, index, cfg, QUIET)
+    stats = pm.adapter.output_stats
+    assert stats["n_rows"] == 27 and stats["rows_off"] == 0
+    assert abs(stats["min_row_sum"] - 1) < 1e-5 and abs(stats["max_row_sum"] - 1) < 1e-5
