@@ -16,7 +16,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -254,6 +254,8 @@ def to_rgb8(img: np.ndarray) -> np.ndarray:
     if img.ndim == 3 and img.shape[2] == 4:
         return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
     if img.ndim == 3 and img.shape[2] == 3:
+        if img.dtype == np.uint8 and img.flags.writeable and img.flags.c_contiguous:
+            return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)  # in place: the decoded array is ours
         return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     raise DecodeError(f"unsupported image layout {img.shape}")
 
@@ -268,9 +270,13 @@ class LoadedImage:
     error: str | None = None
 
 
-def load_sample(index: int, sample: Sample, decoder="cv2") -> LoadedImage:
-    """Read, hash and decode one file (``decoder`` as in :func:`decode_image`). Never raises for a bad
-    file: the error is returned."""
+def load_sample(index: int, sample: Sample, decoder="cv2",
+                transform: Callable[[np.ndarray], np.ndarray] | None = None) -> LoadedImage:
+    """Read, hash and decode one file (``decoder`` as in :func:`decode_image`), then apply ``transform`` to
+    the image, when given.
+
+    Never raises for a bad file: the error is returned. ``transform``'s own errors propagate.
+    """
     try:
         with open(sample.path, "rb") as fh:
             data = fh.read()
@@ -278,9 +284,10 @@ def load_sample(index: int, sample: Sample, decoder="cv2") -> LoadedImage:
         return LoadedImage(index, "", error=f"cannot be read ({exc.strerror or exc})")
     digest = hashlib.sha256(data).hexdigest()
     try:
-        return LoadedImage(index, digest, image=decode_image(data, sample.path.name, decoder))
+        image = decode_image(data, sample.path.name, decoder)
     except DecodeError as exc:
         return LoadedImage(index, digest, error=str(exc))
+    return LoadedImage(index, digest, image=transform(image) if transform is not None else image)
 
 
 @dataclass
@@ -294,12 +301,16 @@ class Batch:
 
 
 def iter_batches(samples: Sequence[Sample], batch_size: int, *, workers: int = 2,
-                 prefetch_batches: int = 2, decoder="cv2") -> Iterator[Batch]:
+                 prefetch_batches: int = 2, decoder="cv2",
+                 transform: Callable[[np.ndarray], np.ndarray] | None = None) -> Iterator[Batch]:
     """Decode ``samples`` in worker threads and yield batches of ``batch_size`` good images.
 
     Decoding runs ahead of the consumer by at most ``prefetch_batches`` batches, so memory holds a
-    bounded number of decoded images whatever the data set size. Files that fail to decode are
-    reported in the ``failed`` list of the batch in which they were met.
+    bounded number of decoded images whatever the data set size, and the next batches are decoded
+    while the consumer works on this one. ``transform`` (e.g. resize + scale to the model's input)
+    runs in the worker threads right after decoding, so it too overlaps with the consumer, and the
+    full-size decoded image is dropped at once. Files that fail to decode are reported in the
+    ``failed`` list of the batch in which they were met.
     """
     window = max(1, batch_size * (prefetch_batches + 1))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wbc-decode") as pool:
@@ -308,7 +319,7 @@ def iter_batches(samples: Sequence[Sample], batch_size: int, *, workers: int = 2
         batch = Batch([], [])
         while next_i < len(samples) or pending:
             while next_i < len(samples) and len(pending) < window:
-                pending.append(pool.submit(load_sample, next_i, samples[next_i], decoder))
+                pending.append(pool.submit(load_sample, next_i, samples[next_i], decoder, transform))
                 next_i += 1
             loaded: LoadedImage = pending.pop(0).result()
             batch.hashes[loaded.index] = loaded.sha256

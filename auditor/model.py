@@ -37,6 +37,7 @@ from .resize import METHODS, crop_box, resize_uint8
 TF_RESIZE = {name: m.kernel for name, m in METHODS.items() if m.family == "plain"}
 BINARY_SIGMOID = "sigmoid (binary)"  # output_type of a model with one sigmoid output
 BINARY_LOGIT = "logit (binary)"  # output_type of a model with one linear (logit) output
+ROW_SUM_TOL = 1e-3  # a probability row whose sum is further than this from 1 is counted as off
 MODEL_HINT = "a .keras or .h5 model file, or a TensorFlow SavedModel directory"
 
 
@@ -117,6 +118,42 @@ def _load(path: Path, unsafe: bool):
     if not isinstance(model, keras.Model):
         raise input_error(path, f"holds a {type(model).__name__}, not a Keras model")
     return model, fmt
+
+
+def _weight_counts(arr) -> str | None:
+    """'288 NaN', '1 Inf', '3 NaN, 1 Inf' for a weight array with non-finite values, else None."""
+    a = np.asarray(arr)
+    if not np.issubdtype(a.dtype, np.floating) or np.all(np.isfinite(a)):
+        return None
+    n_nan, n_inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
+    return ", ".join(part for part in (f"{n_nan} NaN" if n_nan else "", f"{n_inf} Inf" if n_inf else "") if part)
+
+
+def _leaf_layers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
+
+
+def nonfinite_weights(model) -> list[str]:
+    """'layer (weight: 288 NaN)' for every layer with a NaN or infinite weight (Keras model or SavedModel)."""
+    found: dict[str, list[str]] = {}
+    if isinstance(model, keras.Model):
+        for layer in _leaf_layers(model):
+            for w in layer.weights:
+                bad = _weight_counts(keras.ops.convert_to_numpy(w))
+                if bad:
+                    found.setdefault(layer.name, []).append(f"{w.name.split('/')[-1].split(':')[0]}: {bad}")
+    else:  # a SavedModel: its variables are named 'layer/weight:0' (or a path)
+        for v in getattr(model, "variables", []):
+            bad = _weight_counts(v.numpy())
+            if bad:
+                parts = v.name.split(":")[0].split("/")
+                layer, weight = ("/".join(parts[:-1]) or parts[-1]), parts[-1]
+                found.setdefault(layer, []).append(f"{weight}: {bad}")
+    return [f"{layer} ({'; '.join(ws)})" for layer, ws in found.items()]
 
 
 def _first_line(exc: BaseException, limit: int = 200) -> str:
@@ -240,6 +277,16 @@ class KerasClassifier:
         model, fmt = _load(self.path, unsafe)
         self.format = fmt
         self._features_note = None
+        bad = nonfinite_weights(model)
+        if bad:
+            raise input_error(self.path, "weights are not finite in layer(s) " + ", ".join(bad),
+                              hint="the model is broken (a diverged training run or a corrupted file)")
+        self._raw_rows = 0
+        self._raw_sum_min = np.inf
+        self._raw_sum_max = -np.inf
+        self._raw_rows_off = 0
+        self._raw_rows_negative = 0
+        self._raw_sum_total = 0.0
         if fmt == "savedmodel":
             self._init_savedmodel(model, input_size)
         else:
@@ -418,18 +465,28 @@ class KerasClassifier:
             return self._binary_probs(raw[:, 0]), feats.numpy()
         if self._output_type is None:
             self._decide_output_type(raw)
-        if self._output_type == "probabilities":
-            sums = raw.sum(axis=1)
-            if raw.min() < -1e-6 or np.abs(sums - 1).max() > 1e-3:
-                raise AuditFailed(f"{self.path}: the model's probabilities do not sum to 1 (row sums "
-                                  f"{sums.min():.4g} to {sums.max():.4g}); its output layer is broken")
+        sums = raw.sum(axis=1)
+        self._raw_rows += len(raw)
+        self._raw_sum_total += float(sums.sum())
+        if len(raw):
+            self._raw_sum_min = min(self._raw_sum_min, float(sums.min()))
+            self._raw_sum_max = max(self._raw_sum_max, float(sums.max()))
+        self._raw_rows_off += int(np.sum(np.abs(sums - 1.0) > ROW_SUM_TOL))
+        self._raw_rows_negative += int(np.sum(raw.min(axis=1) < -1e-6)) if len(raw) else 0
         if self._output_type == "logits":
             z = raw - raw.max(axis=1, keepdims=True)
             e = np.exp(z)
             probs = e / e.sum(axis=1, keepdims=True)
         else:
+            # claimed probabilities: negatives clipped and rows normalised, so the audit goes on; rows that
+            # do not sum to 1 are counted in output_stats and the model-sanity analysis warns about them
             probs = np.clip(raw, 0.0, None)
-            probs /= probs.sum(axis=1, keepdims=True)
+            total = probs.sum(axis=1, keepdims=True)
+            zero = total[:, 0] <= 0
+            if zero.any():
+                probs[zero] = 1.0 / probs.shape[1]
+                total[zero] = 1.0
+            probs /= total
         return probs, feats.numpy()
 
     # -------------------------------------------------------------- binary models (one output)
@@ -477,6 +534,21 @@ class KerasClassifier:
                               expected="a classifier: one sigmoid output (probability of the second class), one "
                                        "linear output (its logit), or softmax/logits over the classes")
         self.info = _replace(self.info, output_type=self._output_type, output_detection=self._output_detection)
+
+    @property
+    def output_stats(self) -> dict:
+        """Raw-output statistics over every forward call so far: rows, min/max raw row sum, rows whose raw
+        sum is off 1 by more than ROW_SUM_TOL, rows with a negative output (meaningful for probabilities)."""
+        n = self._raw_rows
+        return {"n_rows": n, "min_row_sum": float(self._raw_sum_min) if n else None,
+                "max_row_sum": float(self._raw_sum_max) if n else None,
+                "mean_row_sum": self._raw_sum_total / n if n else None, "rows_off": self._raw_rows_off,
+                "rows_negative": self._raw_rows_negative, "tolerance": ROW_SUM_TOL}
+
+    def reset_output_stats(self) -> None:
+        self._raw_rows = self._raw_rows_off = self._raw_rows_negative = 0
+        self._raw_sum_total = 0.0
+        self._raw_sum_min, self._raw_sum_max = np.inf, -np.inf
 
     def _decide_output_type(self, raw: np.ndarray) -> None:
         finite = raw[np.all(np.isfinite(raw), axis=1)]

@@ -160,7 +160,7 @@ def prepare_model(config: AuditConfig, path: Path, index: DatasetIndex) -> Prepa
 def clean_pass(pm: PreparedModel, index: DatasetIndex, config: AuditConfig, progress: Progress, *,
                data_to_model: dict[str, int] | None = None, stage: str = "model pass",
                data_path: Path | str | None = None) -> CleanPass:
-    """One streaming pass: decode in threads, resize+scale, forward; keep per-sample vectors only.
+    """One streaming pass: decode + resize + scale in threads, forward; keep per-sample vectors only.
 
     ``data_to_model`` maps data labels to model outputs (default: the model's main class mapping).
     """
@@ -174,12 +174,21 @@ def clean_pass(pm: PreparedModel, index: DatasetIndex, config: AuditConfig, prog
     failed: list[tuple[str, str]] = []
     all_hashes: dict[int, str] = {}
     t0 = time.perf_counter()
+    if hasattr(adapter, "reset_output_stats"):
+        adapter.reset_output_stats()  # output_stats then describe this pass only (read by the model-sanity section)
+
+    def to_input(image: np.ndarray) -> np.ndarray:
+        # per image, in the decode threads: resize + scale overlap the forward pass of the batch before
+        # (one image at a time gives the same pixels as a batch: tested bit for bit)
+        return pm.prepare([image])[0]
+
     with progress.stage(stage, n) as bar:
-        for batch in iter_batches(samples, config.batch_size, workers=config.workers, decoder=pm.decoder):
+        for batch in iter_batches(samples, config.batch_size, workers=config.workers, decoder=pm.decoder,
+                                  transform=to_input):
             all_hashes.update(batch.hashes)
             failed.extend((samples[f.index].rel, f.error) for f in batch.failed)
             if batch.indices:
-                x = pm.prepare(batch.images)
+                x = np.stack(batch.images)
                 p, f = adapter.forward(x)
                 if feats is None:
                     feats = np.zeros((n, f.shape[1]), dtype=np.float32)
@@ -194,7 +203,8 @@ def clean_pass(pm: PreparedModel, index: DatasetIndex, config: AuditConfig, prog
     y_true = np.array([data_to_model[samples[i].label] for i in sel], dtype=np.int64)
     if feats is None:
         feats = np.zeros((n, 0), dtype=np.float32)
-    return CleanPass(sel, y_true, probs[sel], feats[sel], tuple(failed), all_hashes, seconds)
+    stats = dict(adapter.output_stats) if hasattr(adapter, "output_stats") else {}
+    return CleanPass(sel, y_true, probs[sel], feats[sel], tuple(failed), all_hashes, seconds, stats)
 
 
 def audit_model(config: AuditConfig, pm: PreparedModel, index: DatasetIndex, progress: Progress = QUIET, *,

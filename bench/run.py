@@ -568,7 +568,55 @@ def build_table(r: dict, args) -> list[dict]:
         err("analyses unit benchmark", "analyses_unit")
     if "generate" in r["errors"]:
         err("data generation", "generate")
+    _add_real_rows(r, rows)
     return rows
+
+
+def run_real(n: int, reps: int) -> dict:
+    from bench.real import real_bench
+
+    res = real_bench(n, reps, log=log)
+    if "skipped" in res:
+        print(f"real JPEGs: skipped: {res['skipped']}", flush=True)
+    return res
+
+
+def main_real_only(args, t_start: float) -> int:
+    """``--real-only``: the real-JPEG rows alone, written to ``<out>/bench.json`` under ``real``."""
+    r: dict = {"meta": {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv[1:], "real_only": True,
+                        "cpu_count": os.cpu_count(), "platform": platform.platform(),
+                        "loadavg_start": loadavg()}, "errors": {}}
+    try:
+        r["real"] = run_real(args.real_images, 3)
+    except Exception as exc:  # noqa: BLE001
+        r["errors"]["real"] = f"{type(exc).__name__}: {exc}\n" + traceback.format_exc(limit=3)
+    r["meta"]["loadavg_end"] = loadavg()
+    r["meta"]["bench_seconds"] = round(time.perf_counter() - t_start, 1)
+    rows: list[dict] = []
+    _add_real_rows(r, rows)
+    r["table"] = [{k: v for k, v in row.items() if k != "text"} | {"value_text": row["text"]} for row in rows]
+    out_json = args.out / "bench.json"
+    out_json.write_text(json.dumps(r, indent=2, default=str) + "\n", encoding="utf-8")
+    print(f"\nwbc-audit bench (real JPEGs only; {os.cpu_count()} CPUs; load avg {r['meta']['loadavg_start']} -> "
+          f"{r['meta']['loadavg_end']}; {r['meta']['bench_seconds']:.0f} s)")
+    if rows:
+        print_table(rows)
+    print(f"\nresults: {out_json}")
+    return 1 if any(row["status"] in ("FAIL", "ERROR") for row in rows) else 0
+
+
+def _add_real_rows(r: dict, rows: list[dict]) -> None:
+    from bench.real import table_rows
+
+    def add(metric, value, unit="", target="", ok=None, fmt="{:.1f}"):
+        text = (fmt.format(value) + (f" {unit}" if unit else "")) if isinstance(value, (int, float)) else str(value)
+        rows.append({"metric": metric, "value": value, "text": text, "target": target, "status": status(ok)})
+
+    if "real" in r["errors"]:
+        rows.append({"metric": "real JPEGs", "value": None, "text": "ERROR", "target": "", "status": "ERROR",
+                     "error": r["errors"]["real"].splitlines()[-1][:200]})
+    else:
+        table_rows(r.get("real"), add)
 
 
 def print_table(rows: list[dict], out=sys.stdout) -> None:
@@ -595,6 +643,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="images in the small memory audit and the throughput test [2000; quick 500]")
     ap.add_argument("--naive-images", type=int, default=None, help="images timed in the naive loop [200; quick 50]")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="where bench.json goes")
+    ap.add_argument("--real-only", action="store_true",
+                    help="only the rows on real JPEGs (WBC_REAL_DATA=.../pbc5; ~2 min)")
+    ap.add_argument("--real-images", type=int, default=1000, help="real files timed (repeats past 803) [1000]")
     ap.add_argument("--data-dir", type=Path, default=None,
                     help="keep the generated images here and reuse them next time (default: a temp folder, removed)")
     args = ap.parse_args(argv)
@@ -609,6 +660,8 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.real_only:
+        return main_real_only(args, t_start)
     tmp = Path(tempfile.mkdtemp(prefix="wbc-bench-"))
     data_root = args.data_dir or (tmp / "data")
     data_root.mkdir(parents=True, exist_ok=True)
@@ -677,6 +730,9 @@ def main(argv: list[str] | None = None) -> int:
         if n_large == n_small and "small" in mem:
             mem["large"] = mem["small"]
         r["memory"] = mem if "baseline_mib" in mem else None
+
+        # 0. the real JPEGs (when WBC_REAL_DATA is set)
+        r["real"] = section("real", run_real, args.real_images, reps)
 
         # 1. throughput, in this process (last, so the TF of this process does not sit beside the audits)
         log(f"throughput on {n_small} files: floor, clean pass, naive ({n_naive} images), stage profile")

@@ -59,11 +59,13 @@ def _report_json(stdout: str) -> dict:
 
 def test_registry_order_and_unique_names():
     reg = registry(plugins=False)
-    assert reg.names == ("preprocessing_check", "classification", "fisher", "calibration", "selective_prediction",
+    assert reg.names == ("model_sanity", "preprocessing_check", "classification", "fisher", "calibration", "selective_prediction",
                          "external_sites", "data_quality")
     assert len(set(reg.names)) == len(BUILTIN)
     for section in reg.sections:
-        assert section.template and (REPO / "templates" / section.template).is_file(), section.name
+        for partial in (section.template, section.summary_template):
+            assert not partial or (REPO / "templates" / partial).is_file(), (section.name, partial)
+        assert section.template or section.summary_template, section.name
         assert section.title and section.description
         section.Options().validate(lambda key: key)  # defaults are valid
 
@@ -71,14 +73,30 @@ def test_registry_order_and_unique_names():
 # ----------------------------------------------------------------------------------- audit.json unchanged
 
 
+#: what later issues changed in the demo's audit.json on purpose: the preprocessing check's grid (a torch
+#: scaling, sequential stopping); keys they added (model_sanity, crop, channels...) are allowed as additions
+CHANGED_SINCE = {"/results/preprocessing_check"}
+
+
+def _missing_or_changed(before, now, path="") -> list[str]:
+    """Every value of ``before`` is in ``now`` unchanged (``now`` may hold more keys)."""
+    if path in CHANGED_SINCE:
+        return []
+    if isinstance(before, dict) and isinstance(now, dict):
+        return [f"{path}/{k}: missing" for k in set(before) - set(now)] + [
+            d for k in before if k in now for d in _missing_or_changed(before[k], now[k], f"{path}/{k}")]
+    return _same(before, now, path)
+
+
 @pytest.mark.slow
 def test_demo_audit_json_is_unchanged_by_the_move_to_sections(tmp_path):
-    """The demo's audit.json equals the one written before sections existed (commit 6b6f70c)."""
+    """The demo's audit.json holds every number and word of the one written before sections existed
+    (commit 6b6f70c): at the move to sections it was identical (see the closing note of that change)."""
     r = run_cli(SAMPLE_MODEL, SAMPLE_TEST, "--out", tmp_path, "--quiet", "--format", "json")
     assert r.returncode == 0, r.stderr
     now = _normalise(_report_json(r.stdout))
     before = json.loads(GOLDEN.read_text())
-    assert _same(before, now) == []
+    assert _missing_or_changed(before, now) == []
 
 
 # ----------------------------------------------------------------------------------- config file

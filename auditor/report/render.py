@@ -138,8 +138,9 @@ def render_html(report: AuditReport, figs: Mapping[str, bytes], thumbs: Mapping[
             continue
         result = report.results[section.name]
         env_vars = {**common, "result": result, "section": section}
-        parts.append({"name": section.name, "title": section.title,
-                      "html": _render_partial(env, section.template_path(tdir), env_vars)})
+        if section.template:
+            parts.append({"name": section.name, "title": section.title,
+                          "html": _render_partial(env, section.template_path(tdir), env_vars)})
         if section.summary_template:
             html = _render_partial(env, Path(tdir / section.summary_template)
                                    if not Path(section.summary_template).is_absolute()

@@ -18,6 +18,7 @@ from .classification import ClassificationSection
 from .data_quality import DataQualitySection
 from .external_sites import ExternalSitesSection
 from .fisher import FisherSection
+from .model_sanity import ModelSanitySection
 from .preprocessing_check import PreprocessingCheckSection
 from .selective import SelectiveSection
 
@@ -25,6 +26,7 @@ ENTRY_POINT_GROUP = "wbc_audit.sections"
 
 #: The built-in sections, in report order.
 BUILTIN: tuple[type[Section], ...] = (
+    ModelSanitySection,
     PreprocessingCheckSection,
     ClassificationSection,
     FisherSection,

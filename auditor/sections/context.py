@@ -40,6 +40,7 @@ class CleanPass:
     failed: tuple[tuple[str, str], ...]  # (rel, reason) for files that did not decode
     all_hashes: Mapping[int, str]  # sample index -> sha256 for every file read
     seconds: float
+    output_stats: Mapping[str, Any] = field(default_factory=dict)  # the adapter's raw-output statistics
 
     @property
     def hashes(self) -> list[str]:
