@@ -89,7 +89,7 @@ def test_clean_pass_equals_the_batched_main_thread_path(tmp_path, clf):
                                                                 scaling=pm.scaling))[0]
                           for j in range(0, len(imgs), 4)])
     assert np.array_equal(cp.probs, ref)
-    assert cp.failed == [("red/broken.jpg", "truncated JPEG (no end-of-image marker)")]
+    assert list(cp.failed) == [("red/broken.jpg", "truncated JPEG (no end-of-image marker)")]
     # the adapter's raw-output statistics describe the last clean pass only
     clean_pass(pm, index, cfg, QUIET)
     stats = pm.adapter.output_stats
