@@ -9,7 +9,7 @@ SAMPLE_DATA := sample_data/wbc5/test
 OUT ?= audits
 SYSTEM_PACKAGES := chromium poppler-utils fonts-dejavu-core
 
-.PHONY: demo test bench venv system-deps sample-data sample-model clean
+.PHONY: demo test lint bench venv system-deps sample-data sample-model clean
 
 venv: $(STAMP)
 
@@ -37,7 +37,13 @@ system-deps:
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-test: $(STAMP) system-deps
+# ruff (lint and format check) on the whole tree; mypy on the pure parts (no TensorFlow there).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy auditor/analyses auditor/sections auditor/report auditor/config.py
+
+test: $(STAMP) system-deps lint
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -13,8 +13,9 @@ Python API::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -25,8 +26,9 @@ if TYPE_CHECKING:  # pragma: no cover - types only
     from .report.document import AuditReport
 
 
-def audit(model: str | Path | Sequence[str | Path], data: str | Path, *, progress: bool = False,
-          **options: Any) -> "AuditReport | list[AuditReport]":
+def audit(
+    model: str | Path | Sequence[str | Path], data: str | Path, *, progress: bool = False, **options: Any
+) -> AuditReport | list[AuditReport]:
     """Run an audit in this process and return the report (a list of reports for a list of models).
 
     ``options`` are the config file's: general options by name (``seed=1``, ``bootstrap=200``,
@@ -40,14 +42,17 @@ def audit(model: str | Path | Sequence[str | Path], data: str | Path, *, progres
 
     many = isinstance(model, (list, tuple))
     models = [str(m) for m in (model if many else [model])]  # type: ignore[union-attr]
-    config = build_config({**options, "models": models, "data": str(data)}, where=lambda key: key,
-                          section_where=lambda section, key: f"sections.{section}.{key}",
-                          table_where=lambda section: f"sections.{section}")
+    config = build_config(
+        {**options, "models": models, "data": str(data)},
+        where=lambda key: key,
+        section_where=lambda section, key: f"sections.{section}.{key}",
+        table_where=lambda section: f"sections.{section}",
+    )
     reports = run_audit(config, progress=Progress(quiet=not progress))
     return reports if many else reports[0]
 
 
-def load_report(path: str | Path) -> "AuditReport":
+def load_report(path: str | Path) -> AuditReport:
     """Read an ``audit.json`` (or a report folder holding one) back into a report object."""
     from .report.document import load_report as _load
 

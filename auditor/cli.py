@@ -14,8 +14,17 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import (FLAGS, FORMAT_CHOICES, PREPROCESS_CHOICES, AuditConfig, _flag_of, build_config,
-                     load_config_file, parse_csv_option, to_toml)
+from .config import (
+    FLAGS,
+    FORMAT_CHOICES,
+    PREPROCESS_CHOICES,
+    AuditConfig,
+    _flag_of,
+    build_config,
+    load_config_file,
+    parse_csv_option,
+    to_toml,
+)
 from .errors import EXIT_AUDIT_FAILED, EXIT_BAD_INPUT, EXIT_OK, AuditError, input_error
 
 EPILOG = """\b
@@ -39,56 +48,133 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-               epilog=EPILOG)
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EPILOG)
 @click.argument("paths", nargs=-1, required=False, metavar="MODEL... DATA")
-@click.option("--config", "config_file", default=None, metavar="FILE",
-              help="A TOML configuration file (general options, [sections.NAME] tables); flags override it.")
-@click.option("--print-config", is_flag=True,
-              help="Print the effective configuration as TOML (reusable with --config) and exit.")
-@click.option("--out", "out_dir", default="audits", show_default=True, metavar="DIR",
-              help="Folder for the versioned report folders.")
-@click.option("--format", "formats", default=",".join(FORMAT_CHOICES), show_default=True, metavar="LIST",
-              help="Comma-separated outputs among html,pdf,json (predictions.csv and figures are always written).")
+@click.option(
+    "--config",
+    "config_file",
+    default=None,
+    metavar="FILE",
+    help="A TOML configuration file (general options, [sections.NAME] tables); flags override it.",
+)
+@click.option(
+    "--print-config", is_flag=True, help="Print the effective configuration as TOML (reusable with --config) and exit."
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default="audits",
+    show_default=True,
+    metavar="DIR",
+    help="Folder for the versioned report folders.",
+)
+@click.option(
+    "--format",
+    "formats",
+    default=",".join(FORMAT_CHOICES),
+    show_default=True,
+    metavar="LIST",
+    help="Comma-separated outputs among html,pdf,json (predictions.csv and figures are always written).",
+)
 @click.option("--batch-size", default=32, show_default=True, type=int, help="Images per forward pass.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random choice (bootstrap, subsamples).")
-@click.option("--preprocess", default="auto", show_default=True, type=click.Choice(PREPROCESS_CHOICES),
-              help="Pixel scaling: unit=[0,1], raw=[0,255], symmetric=[-1,1], caffe=BGR minus ImageNet means, "
-                   "torch=[0,1] then ImageNet mean/std; auto = sidecar, else the scaling of a recognised "
-                   "keras.applications base, else raw if the model has its own Rescaling layer, else unit.")
-@click.option("--resize", default=None, metavar="NAME",
-              help="Resize method to the model's input size, named after the training loader: bilinear|area|nearest|"
-                   "bicubic|lanczos (tf.image.resize, as Keras's folder loader), pil:NAME (keras load_img / "
-                   "flow_from_directory), cv2:NAME (cv2.resize), tf:NAME-aa (antialiased) [default: sidecar, else "
-                   "bilinear as Keras's folder loader]. See README, 'Resizing'.")
-@click.option("--crop", default=None, metavar="CROP",
-              help="Crop before resizing: none | center-square (Keras crop_to_aspect_ratio) | center:FRACTION "
-                   "[default: sidecar, else none].")
-@click.option("--channels", default=None, metavar="ORDER",
-              help="Channel order the model was trained on: rgb | bgr (cv2.imread without conversion); applied "
-                   "before --preprocess [default: sidecar, else rgb].")
-@click.option("--class-names", default=None, metavar="A,B,C",
-              help="The model's class names in output order (when the model has no sidecar).")
-@click.option("--unsafe-deserialization", is_flag=True,
-              help="Load models that contain Python code (Lambda layers). Only for models you trust.")
-@click.option("--bootstrap", "n_bootstrap", default=1000, show_default=True, type=int,
-              help="Bootstrap resamples for confidence intervals (0 turns them off).")
-@click.option("--preprocess-check-samples", default=250, show_default=True, type=int,
-              help="Images in the preprocessing check's subsample (0 skips the check).")
-@click.option("--external", "external", multiple=True, metavar="NAME=DIR",
-              help="Also audit the model on an external site's labelled folder (repeatable); classes are matched by name.")
-@click.option("--sites-full", is_flag=True,
-              help="Run Fisher, calibration and selective prediction on every external site too.")
-@click.option("--fisher-threshold", default=0.5, show_default=True, type=float,
-              help="Fisher-score tail threshold: images with F = ||p - y||^2 above it form the fragile tail.")
-@click.option("--target-accuracy", "target_accuracy", default="0.95,0.99", show_default=True, metavar="LIST",
-              help="Accuracies for the selective-prediction operating points (confidence thresholds).")
-@click.option("--disable", "disable", default=None, metavar="LIST",
-              help="Sections to leave out, comma-separated (see the README for their names).")
-@click.option("--only", "only", default=None, metavar="LIST",
-              help="Run only these sections, comma-separated.")
+@click.option(
+    "--seed", default=0, show_default=True, type=int, help="Seed of every random choice (bootstrap, subsamples)."
+)
+@click.option(
+    "--preprocess",
+    default="auto",
+    show_default=True,
+    type=click.Choice(PREPROCESS_CHOICES),
+    help="Pixel scaling: unit=[0,1], raw=[0,255], symmetric=[-1,1], caffe=BGR minus ImageNet means, "
+    "torch=[0,1] then ImageNet mean/std; auto = sidecar, else the scaling of a recognised "
+    "keras.applications base, else raw if the model has its own Rescaling layer, else unit.",
+)
+@click.option(
+    "--resize",
+    default=None,
+    metavar="NAME",
+    help="Resize method to the model's input size, named after the training loader: bilinear|area|nearest|"
+    "bicubic|lanczos (tf.image.resize, as Keras's folder loader), pil:NAME (keras load_img / "
+    "flow_from_directory), cv2:NAME (cv2.resize), tf:NAME-aa (antialiased) [default: sidecar, else "
+    "bilinear as Keras's folder loader]. See README, 'Resizing'.",
+)
+@click.option(
+    "--crop",
+    default=None,
+    metavar="CROP",
+    help="Crop before resizing: none | center-square (Keras crop_to_aspect_ratio) | center:FRACTION "
+    "[default: sidecar, else none].",
+)
+@click.option(
+    "--channels",
+    default=None,
+    metavar="ORDER",
+    help="Channel order the model was trained on: rgb | bgr (cv2.imread without conversion); applied "
+    "before --preprocess [default: sidecar, else rgb].",
+)
+@click.option(
+    "--class-names",
+    default=None,
+    metavar="A,B,C",
+    help="The model's class names in output order (when the model has no sidecar).",
+)
+@click.option(
+    "--unsafe-deserialization",
+    is_flag=True,
+    help="Load models that contain Python code (Lambda layers). Only for models you trust.",
+)
+@click.option(
+    "--bootstrap",
+    "n_bootstrap",
+    default=1000,
+    show_default=True,
+    type=int,
+    help="Bootstrap resamples for confidence intervals (0 turns them off).",
+)
+@click.option(
+    "--preprocess-check-samples",
+    default=250,
+    show_default=True,
+    type=int,
+    help="Images in the preprocessing check's subsample (0 skips the check).",
+)
+@click.option(
+    "--external",
+    "external",
+    multiple=True,
+    metavar="NAME=DIR",
+    help="Also audit the model on an external site's labelled folder (repeatable); classes are matched by name.",
+)
+@click.option(
+    "--sites-full", is_flag=True, help="Run Fisher, calibration and selective prediction on every external site too."
+)
+@click.option(
+    "--fisher-threshold",
+    default=0.5,
+    show_default=True,
+    type=float,
+    help="Fisher-score tail threshold: images with F = ||p - y||^2 above it form the fragile tail.",
+)
+@click.option(
+    "--target-accuracy",
+    "target_accuracy",
+    default="0.95,0.99",
+    show_default=True,
+    metavar="LIST",
+    help="Accuracies for the selective-prediction operating points (confidence thresholds).",
+)
+@click.option(
+    "--disable",
+    "disable",
+    default=None,
+    metavar="LIST",
+    help="Sections to leave out, comma-separated (see the README for their names).",
+)
+@click.option("--only", "only", default=None, metavar="LIST", help="Run only these sections, comma-separated.")
 @click.option("--workers", default=None, type=int, help="Image decoding threads [default: up to 4].")
-@click.option("--strict", is_flag=True, help="Exit 1 when any analysis failed (it is recorded in the report either way).")
+@click.option(
+    "--strict", is_flag=True, help="Exit 1 when any analysis failed (it is recorded in the report either way)."
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or messages; errors still go to stderr.")
 @click.version_option(__version__, "--version", prog_name="wbc-audit")
 @click.pass_context
@@ -101,17 +187,18 @@ def main(ctx, paths, config_file, print_config, **flags):
     MODEL and DATA may instead come from the --config file (keys models and data).
     """
     if len(paths) == 1 or (not paths and not config_file and not print_config):
-        _fail("MODEL DATA: give at least one model and then the data folder or CSV file "
-              f"(got {len(paths)} path)", EXIT_BAD_INPUT)
+        _fail(
+            f"MODEL DATA: give at least one model and then the data folder or CSV file (got {len(paths)} path)",
+            EXIT_BAD_INPUT,
+        )
     signal.signal(signal.SIGTERM, _terminate)
-    quiet = flags["quiet"]
     try:
         config = _build(ctx, paths, config_file, flags)
         if print_config:
             click.echo(to_toml(config), nl=False)
             sys.exit(EXIT_OK)
         config.require_inputs()
-        from .history import write_report  # noqa: PLC0415 - keep --help fast
+        from .history import write_report
         from .pipeline import run_audit
         from .progress import Progress
 
@@ -120,9 +207,8 @@ def main(ctx, paths, config_file, print_config, **flags):
         _fail(exc.message, exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted; no report was written and earlier reports are untouched", 130)
-    except Exception as exc:  # noqa: BLE001 - an unexpected crash is an audit failure, still one line
-        _fail(f"the audit failed unexpectedly: {type(exc).__name__}: {' '.join(str(exc).split())}",
-              EXIT_AUDIT_FAILED)
+    except Exception as exc:
+        _fail(f"the audit failed unexpectedly: {type(exc).__name__}: {' '.join(str(exc).split())}", EXIT_AUDIT_FAILED)
 
     n_failures = 0
     for report in reports:
@@ -132,8 +218,11 @@ def main(ctx, paths, config_file, print_config, **flags):
             head = report.summary.get("headline", {})
             acc = head.get("accuracy")
             extra = f" accuracy {acc:.1%}" if acc is not None else ""
-            click.echo(f"report: {out_dir}{os.sep}  ({report.model['file_name']},{extra}, "
-                       f"{len(report.summary['warnings'])} warning(s))", err=True)
+            click.echo(
+                f"report: {out_dir}{os.sep}  ({report.model['file_name']},{extra}, "
+                f"{len(report.summary['warnings'])} warning(s))",
+                err=True,
+            )
         click.echo(str(out_dir))
     if config.strict and n_failures:
         _fail(f"{n_failures} analysis failure(s) recorded in the report (--strict)", EXIT_AUDIT_FAILED)
@@ -141,17 +230,32 @@ def main(ctx, paths, config_file, print_config, **flags):
 
 
 #: flags that set a general option: click parameter -> option name
-GENERAL_FLAGS = {"out_dir": "out", "formats": "format", "batch_size": "batch_size", "seed": "seed",
-                 "preprocess": "preprocess", "resize": "resize", "crop": "crop", "channels": "channels",
-                 "class_names": "class_names",
-                 "unsafe_deserialization": "unsafe_deserialization", "n_bootstrap": "bootstrap",
-                 "workers": "workers", "strict": "strict", "quiet": "quiet", "disable": "disabled",
-                 "only": "enabled"}
+GENERAL_FLAGS = {
+    "out_dir": "out",
+    "formats": "format",
+    "batch_size": "batch_size",
+    "seed": "seed",
+    "preprocess": "preprocess",
+    "resize": "resize",
+    "crop": "crop",
+    "channels": "channels",
+    "class_names": "class_names",
+    "unsafe_deserialization": "unsafe_deserialization",
+    "n_bootstrap": "bootstrap",
+    "workers": "workers",
+    "strict": "strict",
+    "quiet": "quiet",
+    "disable": "disabled",
+    "only": "enabled",
+}
 #: flags that set a section option: click parameter -> (section, option)
-SECTION_FLAGS = {"preprocess_check_samples": ("preprocessing_check", "samples"),
-                 "fisher_threshold": ("fisher", "threshold"),
-                 "target_accuracy": ("selective_prediction", "target_accuracies"),
-                 "external": ("external_sites", "sites"), "sites_full": ("external_sites", "full")}
+SECTION_FLAGS = {
+    "preprocess_check_samples": ("preprocessing_check", "samples"),
+    "fisher_threshold": ("fisher", "threshold"),
+    "target_accuracy": ("selective_prediction", "target_accuracies"),
+    "external": ("external_sites", "sites"),
+    "sites_full": ("external_sites", "full"),
+}
 
 
 def _build(ctx: click.Context, paths: tuple[str, ...], config_file: str | None, flags: dict) -> AuditConfig:
@@ -171,8 +275,12 @@ def _build(ctx: click.Context, paths: tuple[str, ...], config_file: str | None, 
             return _flag_of(section, key) if (section, key) in given_sections else file_section_where(section, key)
 
         table_where = file_table_where
-    options = {**options, "sections": {name: dict(table) for name, table in options.get("sections", {}).items()}
-               if isinstance(options.get("sections", {}), dict) else options.get("sections")}
+    options = {
+        **options,
+        "sections": {name: dict(table) for name, table in options.get("sections", {}).items()}
+        if isinstance(options.get("sections", {}), dict)
+        else options.get("sections"),
+    }
     if paths:
         options["models"] = [str(p) for p in paths[:-1]]
         options["data"] = str(paths[-1])
@@ -218,8 +326,9 @@ def _accuracies(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in parse_csv_option(text) or ())
     except ValueError:
-        raise input_error("--target-accuracy", f"{text!r} is not a comma-separated list of numbers",
-                          expected="e.g. 0.95,0.99") from None
+        raise input_error(
+            "--target-accuracy", f"{text!r} is not a comma-separated list of numbers", expected="e.g. 0.95,0.99"
+        ) from None
     return tuple(v / 100 if v > 1 else v for v in values)  # 95 means 95%
 
 

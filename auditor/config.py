@@ -26,12 +26,13 @@ import os
 import re
 import tomllib
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .errors import input_error
-from .resize import DEFAULT_RESIZE, PLAIN_NAMES, check_channels, check_crop, check_resize
+from .resize import PLAIN_NAMES, check_channels, check_crop, check_resize
 
 PREPROCESS_CHOICES = ("auto", "unit", "raw", "symmetric", "caffe", "torch")
 RESIZE_CHOICES = PLAIN_NAMES  # the tf.image.resize names the preprocessing check tries; --resize takes every
@@ -39,16 +40,36 @@ RESIZE_CHOICES = PLAIN_NAMES  # the tf.image.resize names the preprocessing chec
 FORMAT_CHOICES = ("html", "pdf", "json")
 
 #: general option name (config file, API) -> AuditConfig field, where they differ
-RENAMED = {"models": "model_paths", "data": "data_path", "out": "out_dir", "format": "formats",
-           "bootstrap": "n_bootstrap"}
+RENAMED = {
+    "models": "model_paths",
+    "data": "data_path",
+    "out": "out_dir",
+    "format": "formats",
+    "bootstrap": "n_bootstrap",
+}
 FIELD_TO_OPTION = {v: k for k, v in RENAMED.items()}
 #: the command-line flag of each general option (for error messages)
-FLAGS = {"models": "MODEL", "data": "DATA", "out": "--out", "format": "--format", "batch_size": "--batch-size",
-         "seed": "--seed", "preprocess": "--preprocess", "resize": "--resize", "crop": "--crop",
-         "channels": "--channels", "class_names": "--class-names",
-         "unsafe_deserialization": "--unsafe-deserialization", "bootstrap": "--bootstrap",
-         "gallery_size": "--gallery-size", "workers": "--workers", "strict": "--strict", "quiet": "--quiet",
-         "enabled": "--only", "disabled": "--disable"}
+FLAGS = {
+    "models": "MODEL",
+    "data": "DATA",
+    "out": "--out",
+    "format": "--format",
+    "batch_size": "--batch-size",
+    "seed": "--seed",
+    "preprocess": "--preprocess",
+    "resize": "--resize",
+    "crop": "--crop",
+    "channels": "--channels",
+    "class_names": "--class-names",
+    "unsafe_deserialization": "--unsafe-deserialization",
+    "bootstrap": "--bootstrap",
+    "gallery_size": "--gallery-size",
+    "workers": "--workers",
+    "strict": "--strict",
+    "quiet": "--quiet",
+    "enabled": "--only",
+    "disabled": "--disable",
+}
 
 
 def _default_workers() -> int:
@@ -87,11 +108,21 @@ class AuditConfig:
     sections: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _validate_general({f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
-                          lambda key: FLAGS.get(key, key))
-        object.__setattr__(self, "sections", _section_options(
-            self.sections, self.enabled, self.disabled, general_where=lambda key: FLAGS.get(key, key),
-            where=_flag_of, table_where=lambda name: f"[sections.{name}]"))
+        _validate_general(
+            {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, lambda key: FLAGS.get(key, key)
+        )
+        object.__setattr__(
+            self,
+            "sections",
+            _section_options(
+                self.sections,
+                self.enabled,
+                self.disabled,
+                general_where=lambda key: FLAGS.get(key, key),
+                where=_flag_of,
+                table_where=lambda name: f"[sections.{name}]",
+            ),
+        )
 
     def require_inputs(self) -> None:
         """An audit needs at least one model and a data set (printing the configuration does not)."""
@@ -125,8 +156,11 @@ def _validate_general(v: Mapping[str, Any], where: Callable[[str], str]) -> None
     if v["batch_size"] < 1:
         raise input_error(where("batch_size"), f"{v['batch_size']} is not a positive integer")
     if v["preprocess"] not in PREPROCESS_CHOICES:
-        raise input_error(where("preprocess"), f"unknown value {v['preprocess']!r}",
-                          expected="one of " + ", ".join(PREPROCESS_CHOICES))
+        raise input_error(
+            where("preprocess"),
+            f"unknown value {v['preprocess']!r}",
+            expected="one of " + ", ".join(PREPROCESS_CHOICES),
+        )
     if v["resize"] is not None:
         check_resize(v["resize"], where("resize"))
     if v["crop"] is not None:
@@ -134,12 +168,18 @@ def _validate_general(v: Mapping[str, Any], where: Callable[[str], str]) -> None
     if v["channels"] is not None:
         check_channels(v["channels"], where("channels"))
     if not v["formats"]:
-        raise input_error(where("format"), "no output format given",
-                          expected="a comma-separated subset of " + ",".join(FORMAT_CHOICES))
+        raise input_error(
+            where("format"),
+            "no output format given",
+            expected="a comma-separated subset of " + ",".join(FORMAT_CHOICES),
+        )
     bad = [f for f in v["formats"] if f not in FORMAT_CHOICES]
     if bad:
-        raise input_error(where("format"), f"unknown format {bad[0]!r}",
-                          expected="a comma-separated subset of " + ",".join(FORMAT_CHOICES))
+        raise input_error(
+            where("format"),
+            f"unknown format {bad[0]!r}",
+            expected="a comma-separated subset of " + ",".join(FORMAT_CHOICES),
+        )
     if v["class_names"] is not None:
         if any(not n for n in v["class_names"]):
             raise input_error(where("class_names"), "an empty class name", expected="names separated by commas")
@@ -159,10 +199,13 @@ def _flag_of(section: str, key: str) -> str:
 
 
 #: command-line flags that set a section option
-SECTION_FLAGS = {("preprocessing_check", "samples"): "--preprocess-check-samples",
-                 ("fisher", "threshold"): "--fisher-threshold",
-                 ("selective_prediction", "target_accuracies"): "--target-accuracy",
-                 ("external_sites", "sites"): "--external", ("external_sites", "full"): "--sites-full"}
+SECTION_FLAGS = {
+    ("preprocessing_check", "samples"): "--preprocess-check-samples",
+    ("fisher", "threshold"): "--fisher-threshold",
+    ("selective_prediction", "target_accuracies"): "--target-accuracy",
+    ("external_sites", "sites"): "--external",
+    ("external_sites", "full"): "--sites-full",
+}
 
 
 def _plain(value: Any) -> Any:
@@ -183,16 +226,22 @@ def _plain_options(opts: Any) -> dict:
     out = {}
     for f in dataclasses.fields(opts):
         value = getattr(opts, f.name)
-        out[f.name] = ({str(k): str(v) for k, v in value} if f.metadata.get("table") else _plain(value))
+        out[f.name] = {str(k): str(v) for k, v in value} if f.metadata.get("table") else _plain(value)
     return out
 
 
 # ----------------------------------------------------------------------------------- sections
 
 
-def _section_options(raw: Mapping[str, Any], enabled: tuple[str, ...] | None, disabled: tuple[str, ...], *,
-                     general_where: Callable[[str], str], where: Callable[[str, str], str],
-                     table_where: Callable[[str], str]) -> dict[str, Any]:
+def _section_options(
+    raw: Mapping[str, Any],
+    enabled: tuple[str, ...] | None,
+    disabled: tuple[str, ...],
+    *,
+    general_where: Callable[[str], str],
+    where: Callable[[str, str], str],
+    table_where: Callable[[str], str],
+) -> dict[str, Any]:
     """Every known section's options (defaults filled in), validated; unknown names are input errors."""
     from .sections import registry
 
@@ -200,12 +249,13 @@ def _section_options(raw: Mapping[str, Any], enabled: tuple[str, ...] | None, di
     for key, names in (("enabled", enabled), ("disabled", disabled)):
         for name in names or ():
             if not reg.known(name):
-                raise input_error(general_where(key), f"unknown section {name!r}", expected="one of " + ", ".join(reg.names))
+                raise input_error(
+                    general_where(key), f"unknown section {name!r}", expected="one of " + ", ".join(reg.names)
+                )
     out: dict[str, Any] = {}
     for name in raw:
         if not reg.known(name):
-            raise input_error(table_where(name), f"unknown section {name!r}",
-                              expected="one of " + ", ".join(reg.names))
+            raise input_error(table_where(name), f"unknown section {name!r}", expected="one of " + ", ".join(reg.names))
     for section in reg.sections:
         given = raw.get(section.name)
         opts_type = section.Options
@@ -214,11 +264,13 @@ def _section_options(raw: Mapping[str, Any], enabled: tuple[str, ...] | None, di
         elif isinstance(given, opts_type):
             opts = given
         elif isinstance(given, Mapping):
-            opts = options_from_mapping(opts_type, given, lambda key, n=section.name: where(n, key),
-                                        table_where(section.name))
+            opts = options_from_mapping(
+                opts_type, given, lambda key, n=section.name: where(n, key), table_where(section.name)
+            )
         else:
-            raise input_error(table_where(section.name), f"is a {type(given).__name__}",
-                              expected="a table of the section's options")
+            raise input_error(
+                table_where(section.name), f"is a {type(given).__name__}", expected="a table of the section's options"
+            )
         if hasattr(opts, "validate"):
             opts.validate(lambda key, n=section.name: where(n, key))
         out[section.name] = opts
@@ -228,16 +280,18 @@ def _section_options(raw: Mapping[str, Any], enabled: tuple[str, ...] | None, di
     return out
 
 
-def options_from_mapping(opts_type: type, values: Mapping[str, Any], where: Callable[[str], str],
-                         table: str) -> Any:
+def options_from_mapping(opts_type: type, values: Mapping[str, Any], where: Callable[[str], str], table: str) -> Any:
     """Build a section's options dataclass from a mapping, checking every key and value type."""
     fields = {f.name: f for f in dataclasses.fields(opts_type)} if dataclasses.is_dataclass(opts_type) else {}
     hints = typing.get_type_hints(opts_type) if fields else {}
     kwargs = {}
     for key, value in values.items():
         if key not in fields:
-            raise input_error(where(key), f"unknown option {key!r} in {table}",
-                              expected="one of " + ", ".join(fields) if fields else "no options")
+            raise input_error(
+                where(key),
+                f"unknown option {key!r} in {table}",
+                expected="one of " + ", ".join(fields) if fields else "no options",
+            )
         kwargs[key] = coerce(value, hints[key], where(key), table=bool(fields[key].metadata.get("table")))
     return opts_type(**kwargs)
 
@@ -304,16 +358,35 @@ def _describe(value: Any) -> str:
 
 
 GENERAL_TYPES: dict[str, Any] = {
-    "models": tuple[Path, ...], "data": Path, "out": Path, "format": tuple[str, ...], "batch_size": int,
-    "seed": int, "preprocess": str, "resize": str, "crop": str, "channels": str, "class_names": tuple[str, ...],
-    "unsafe_deserialization": bool, "bootstrap": int, "gallery_size": int, "workers": int, "strict": bool,
-    "quiet": bool, "enabled": tuple[str, ...], "disabled": tuple[str, ...],
+    "models": tuple[Path, ...],
+    "data": Path,
+    "out": Path,
+    "format": tuple[str, ...],
+    "batch_size": int,
+    "seed": int,
+    "preprocess": str,
+    "resize": str,
+    "crop": str,
+    "channels": str,
+    "class_names": tuple[str, ...],
+    "unsafe_deserialization": bool,
+    "bootstrap": int,
+    "gallery_size": int,
+    "workers": int,
+    "strict": bool,
+    "quiet": bool,
+    "enabled": tuple[str, ...],
+    "disabled": tuple[str, ...],
 }
 
 
-def build_config(options: Mapping[str, Any], *, where: Callable[[str], str] | None = None,
-                 section_where: Callable[[str, str], str] | None = None,
-                 table_where: Callable[[str], str] | None = None) -> AuditConfig:
+def build_config(
+    options: Mapping[str, Any],
+    *,
+    where: Callable[[str], str] | None = None,
+    section_where: Callable[[str, str], str] | None = None,
+    table_where: Callable[[str], str] | None = None,
+) -> AuditConfig:
     """An :class:`AuditConfig` from options in their config-file names (general keys and ``sections``).
 
     ``where(key)``, ``section_where(section, key)`` and ``table_where(section)`` name an option's origin
@@ -327,27 +400,40 @@ def build_config(options: Mapping[str, Any], *, where: Callable[[str], str] | No
         if key == "sections":
             continue
         if key not in GENERAL_TYPES:
-            raise input_error(where(key), f"unknown option {key!r}",
-                              expected="one of " + ", ".join(sorted(GENERAL_TYPES)) + " or [sections.NAME]")
+            raise input_error(
+                where(key),
+                f"unknown option {key!r}",
+                expected="one of " + ", ".join(sorted(GENERAL_TYPES)) + " or [sections.NAME]",
+            )
         kwargs[RENAMED.get(key, key)] = coerce(value, GENERAL_TYPES[key], where(key))
     sections = options.get("sections", {})
     if not isinstance(sections, Mapping):
         raise input_error(where("sections"), f"is {_describe(sections)}", expected="a table of section tables")
     kwargs.setdefault("model_paths", ())
     kwargs.setdefault("data_path", None)
-    defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
-                for f in dataclasses.fields(AuditConfig) if f.name not in ("model_paths", "data_path")}
+    defaults = {
+        f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
+        for f in dataclasses.fields(AuditConfig)
+        if f.name not in ("model_paths", "data_path")
+    }
     _validate_general({**defaults, **kwargs}, where)
-    kwargs["sections"] = _section_options(sections, kwargs.get("enabled"), kwargs.get("disabled", ()),
-                                          general_where=where, where=section_where, table_where=table_where)
+    kwargs["sections"] = _section_options(
+        sections,
+        kwargs.get("enabled"),
+        kwargs.get("disabled", ()),
+        general_where=where,
+        where=section_where,
+        table_where=table_where,
+    )
     return AuditConfig(**kwargs)
 
 
 # ----------------------------------------------------------------------------------- config files
 
 
-def load_config_file(path: Path) -> tuple[dict[str, Any], Callable[[str], str], Callable[[str, str], str],
-                                          Callable[[str], str]]:
+def load_config_file(
+    path: Path,
+) -> tuple[dict[str, Any], Callable[[str], str], Callable[[str, str], str], Callable[[str], str]]:
     """Read a TOML config file: its options and functions naming a key's file, table and line."""
     path = Path(path)
     if not path.is_file():

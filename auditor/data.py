@@ -13,10 +13,10 @@ import hashlib
 import io
 import os
 from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -81,8 +81,11 @@ def discover(data_path: Path) -> DatasetIndex:
         return _discover_folders(data_path)
     if data_path.suffix.lower() == ".csv":
         return _discover_csv(data_path)
-    raise input_error(data_path, "not a directory or a .csv file",
-                      expected="a class-per-folder directory or a CSV file with path,label columns")
+    raise input_error(
+        data_path,
+        "not a directory or a .csv file",
+        expected="a class-per-folder directory or a CSV file with path,label columns",
+    )
 
 
 def _is_hidden(name: str) -> bool:
@@ -129,11 +132,15 @@ def _discover_folders(root: Path) -> DatasetIndex:
             if len(samples) == n_before:
                 empty.append(entry.name)
         elif entry.is_file():
-            skipped.append(Skipped(entry.name, _classify_file(entry.name) if _is_hidden(entry.name)
-                                   else "not inside a class folder"))
+            skipped.append(
+                Skipped(
+                    entry.name, _classify_file(entry.name) if _is_hidden(entry.name) else "not inside a class folder"
+                )
+            )
     if not labels:
-        raise input_error(root, "has no class sub-folders",
-                          expected="one sub-folder per class, e.g. DATA/neutrophil/*.jpg")
+        raise input_error(
+            root, "has no class sub-folders", expected="one sub-folder per class, e.g. DATA/neutrophil/*.jpg"
+        )
     return DatasetIndex(root, "folders", tuple(samples), tuple(skipped), tuple(labels), tuple(empty))
 
 
@@ -146,8 +153,11 @@ def _discover_csv(csv_path: Path) -> DatasetIndex:
             reader = csv.DictReader(fh)
             fields = [f.strip().lower() for f in (reader.fieldnames or [])]
             if "path" not in fields or "label" not in fields:
-                raise input_error(csv_path, f"has columns {reader.fieldnames or []}",
-                                  expected="a header with 'path' and 'label' columns")
+                raise input_error(
+                    csv_path,
+                    f"has columns {reader.fieldnames or []}",
+                    expected="a header with 'path' and 'label' columns",
+                )
             reader.fieldnames = fields
             for line_no, row in enumerate(reader, start=2):
                 rel = (row.get("path") or "").strip()
@@ -155,7 +165,7 @@ def _discover_csv(csv_path: Path) -> DatasetIndex:
                 if not rel or not label:
                     skipped.append(Skipped(f"{csv_path.name}:{line_no}", "row without path or label"))
                     continue
-                full = (root / rel)
+                full = root / rel
                 reason = _classify_file(Path(rel).name)
                 if reason:
                     skipped.append(Skipped(rel, reason))
@@ -204,7 +214,7 @@ def decode_image(data: bytes, name: str = "", decoder="cv2") -> np.ndarray:
     if callable(decoder) and is_jpeg:
         try:
             img = np.asarray(decoder(data))
-        except Exception:  # noqa: BLE001 - any decoder failure is a bad file
+        except Exception:
             raise DecodeError("not a readable image (could not be decoded)") from None
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or img.size == 0:
             raise DecodeError(f"unsupported image layout {img.shape}")
@@ -224,9 +234,7 @@ def _decode_pil(data: bytes, ext: str, is_jpeg: bool) -> np.ndarray:
 
     try:
         with Image.open(io.BytesIO(data)) as img:
-            if img.mode != "RGB":
-                img = img.convert("RGB")
-            out = np.asarray(img)
+            out = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
     except UnidentifiedImageError:
         if ext in (".jpg", ".jpeg") and not is_jpeg:
             raise DecodeError(f"not an image: {ext} name but no JPEG signature") from None
@@ -270,8 +278,9 @@ class LoadedImage:
     error: str | None = None
 
 
-def load_sample(index: int, sample: Sample, decoder="cv2",
-                transform: Callable[[np.ndarray], np.ndarray] | None = None) -> LoadedImage:
+def load_sample(
+    index: int, sample: Sample, decoder="cv2", transform: Callable[[np.ndarray], np.ndarray] | None = None
+) -> LoadedImage:
     """Read, hash and decode one file (``decoder`` as in :func:`decode_image`), then apply ``transform`` to
     the image, when given.
 
@@ -300,9 +309,15 @@ class Batch:
     hashes: dict[int, str] = field(default_factory=dict)
 
 
-def iter_batches(samples: Sequence[Sample], batch_size: int, *, workers: int = 2,
-                 prefetch_batches: int = 2, decoder="cv2",
-                 transform: Callable[[np.ndarray], np.ndarray] | None = None) -> Iterator[Batch]:
+def iter_batches(
+    samples: Sequence[Sample],
+    batch_size: int,
+    *,
+    workers: int = 2,
+    prefetch_batches: int = 2,
+    decoder="cv2",
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Iterator[Batch]:
     """Decode ``samples`` in worker threads and yield batches of ``batch_size`` good images.
 
     Decoding runs ahead of the consumer by at most ``prefetch_batches`` batches, so memory holds a
@@ -339,7 +354,7 @@ def fingerprint(entries: Sequence[tuple[str, str, str]]) -> str:
     """SHA-256 over sorted ``(relative path, label, content sha256)`` triples: the data set's identity."""
     h = hashlib.sha256()
     for rel, label, digest in sorted(entries):
-        h.update(f"{rel}\t{label}\t{digest}\n".encode("utf-8"))
+        h.update(f"{rel}\t{label}\t{digest}\n".encode())
     return h.hexdigest()
 
 

@@ -40,8 +40,9 @@ class AuditFailed(AuditError):
     exit_code = EXIT_AUDIT_FAILED
 
 
-def input_error(subject: str | Path, problem: str, *, expected: str | None = None,
-                hint: str | None = None) -> InputError:
+def input_error(
+    subject: str | Path, problem: str, *, expected: str | None = None, hint: str | None = None
+) -> InputError:
     """Build an :class:`InputError` in the project's one style.
 
     ``subject`` is a file path or an option name (``--resize``); ``problem`` says what was found.

@@ -24,8 +24,8 @@ no entry here.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 
 @dataclass(frozen=True)
@@ -40,28 +40,64 @@ class Family:
 
 FAMILIES: tuple[Family, ...] = (
     Family("VGG", "vgg16", "caffe", r"vgg1[69]", ("block1_conv1", "block1_pool", "block5_conv3")),
-    Family("ResNet", "resnet", "caffe", r"resnet(50|101|152)",
-           ("conv1_bn", "conv2_block1_0_conv", "conv2_block1_add")),
-    Family("ResNetV2", "resnet_v2", "symmetric", r"resnet(50|101|152)v2",
-           ("conv1_conv", "conv2_block1_preact_bn", "post_bn")),
-    Family("DenseNet", "densenet", "torch", r"densenet(121|169|201)",
-           ("conv1_conv", "conv2_block1_concat", "pool2_conv")),
+    Family("ResNet", "resnet", "caffe", r"resnet(50|101|152)", ("conv1_bn", "conv2_block1_0_conv", "conv2_block1_add")),
+    Family(
+        "ResNetV2",
+        "resnet_v2",
+        "symmetric",
+        r"resnet(50|101|152)v2",
+        ("conv1_conv", "conv2_block1_preact_bn", "post_bn"),
+    ),
+    Family(
+        "DenseNet", "densenet", "torch", r"densenet(121|169|201)", ("conv1_conv", "conv2_block1_concat", "pool2_conv")
+    ),
     Family("InceptionV3", "inception_v3", "symmetric", r"inception_v3", ("mixed0", "mixed5", "mixed10")),
-    Family("InceptionResNetV2", "inception_resnet_v2", "symmetric", r"inception_resnet_v2",
-           ("mixed_5b", "block35_1_mixed", "conv_7b")),
-    Family("Xception", "xception", "symmetric", r"xception", ("block1_conv1_bn", "block2_sepconv1", "block14_sepconv2")),
+    Family(
+        "InceptionResNetV2",
+        "inception_resnet_v2",
+        "symmetric",
+        r"inception_resnet_v2",
+        ("mixed_5b", "block35_1_mixed", "conv_7b"),
+    ),
+    Family(
+        "Xception", "xception", "symmetric", r"xception", ("block1_conv1_bn", "block2_sepconv1", "block14_sepconv2")
+    ),
     Family("MobileNet", "mobilenet", "symmetric", r"mobilenet_\d+(\.\d+)?_\d+", ("conv1", "conv_dw_1", "conv_pw_1")),
-    Family("MobileNetV2", "mobilenet_v2", "symmetric", r"mobilenetv2_\d+(\.\d+)?_\d+",
-           ("Conv1", "bn_Conv1", "expanded_conv_depthwise", "block_1_expand")),
-    Family("MobileNetV3", "mobilenet_v3", "raw", r"mobilenet_?v3_?(small|large)",
-           ("conv", "conv_bn", "expanded_conv_depthwise_bn", "expanded_conv_project_bn"), "symmetric"),
-    Family("NASNet", "nasnet", "symmetric", r"nasnet(_mobile|_large)?",
-           ("stem_conv1", "stem_bn1", r"normal_concat_\w+")),
+    Family(
+        "MobileNetV2",
+        "mobilenet_v2",
+        "symmetric",
+        r"mobilenetv2_\d+(\.\d+)?_\d+",
+        ("Conv1", "bn_Conv1", "expanded_conv_depthwise", "block_1_expand"),
+    ),
+    Family(
+        "MobileNetV3",
+        "mobilenet_v3",
+        "raw",
+        r"mobilenet_?v3_?(small|large)",
+        ("conv", "conv_bn", "expanded_conv_depthwise_bn", "expanded_conv_project_bn"),
+        "symmetric",
+    ),
+    Family(
+        "NASNet", "nasnet", "symmetric", r"nasnet(_mobile|_large)?", ("stem_conv1", "stem_bn1", r"normal_concat_\w+")
+    ),
     Family("EfficientNet", "efficientnet", "raw", r"efficientnetb[0-7]", ("stem_conv", "block1a_dwconv", "top_conv")),
-    Family("EfficientNetV2", "efficientnet_v2", "raw", r"efficientnetv2-(b[0-3]|s|m|l)",
-           ("stem_conv", "block1a_project_activation", "top_conv"), "symmetric"),
-    Family("ConvNeXt", "convnext", "raw", r"convnext(_tiny|_small|_base|_large|_xlarge)?",
-           (r".+_stage_0_block_0_depthwise_conv", r".+_stage_0_block_0_layer_scale"), "torch"),
+    Family(
+        "EfficientNetV2",
+        "efficientnet_v2",
+        "raw",
+        r"efficientnetv2-(b[0-3]|s|m|l)",
+        ("stem_conv", "block1a_project_activation", "top_conv"),
+        "symmetric",
+    ),
+    Family(
+        "ConvNeXt",
+        "convnext",
+        "raw",
+        r"convnext(_tiny|_small|_base|_large|_xlarge)?",
+        (r".+_stage_0_block_0_depthwise_conv", r".+_stage_0_block_0_layer_scale"),
+        "torch",
+    ),
 )
 
 BY_NAME = {f.name: f for f in FAMILIES}

@@ -16,9 +16,9 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -26,11 +26,11 @@ from ._native import native_stderr_silenced
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 with native_stderr_silenced():
-    import tensorflow as tf
     import keras
+    import tensorflow as tf
 
-from .errors import AuditFailed, input_error
 from . import families
+from .errors import AuditFailed, input_error
 from .preprocess import scale_pixels
 from .resize import METHODS, crop_box, resize_uint8
 
@@ -93,7 +93,7 @@ def _load(path: Path, unsafe: bool):
             raise input_error(path, "is a directory without saved_model.pb", expected=MODEL_HINT)
         try:
             return tf.saved_model.load(str(path)), "savedmodel"
-        except Exception as exc:  # noqa: BLE001 - any loader failure is an input problem
+        except Exception as exc:
             raise input_error(path, f"could not be loaded as a SavedModel ({_first_line(exc)})") from None
     suffix = path.suffix.lower()
     if suffix == ".keras":
@@ -109,11 +109,14 @@ def _load(path: Path, unsafe: bool):
         raise input_error(path, f"has the extension {suffix or '(none)'!r}", expected=MODEL_HINT)
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         text = str(exc)
         if "safe_mode" in text or "unsafe" in text.lower():
-            raise input_error(path, "needs unsafe deserialisation (it holds Python code, e.g. a Lambda layer)",
-                              hint="Only if you trust where it came from, re-run with --unsafe-deserialization") from None
+            raise input_error(
+                path,
+                "needs unsafe deserialisation (it holds Python code, e.g. a Lambda layer)",
+                hint="Only if you trust where it came from, re-run with --unsafe-deserialization",
+            ) from None
         raise input_error(path, f"could not be loaded as a Keras model ({_first_line(exc)})") from None
     if not isinstance(model, keras.Model):
         raise input_error(path, f"holds a {type(model).__name__}, not a Keras model")
@@ -230,8 +233,9 @@ def recognise_base(model) -> BaseRecognition | None:
     if base_name is not None:
         what = f"nested keras.applications base '{base_name}' ({fam.name} family, recognised by its {cue})"
     else:
-        what = (f"keras.applications {fam.name}-family layers built into the model (not nested; recognised "
-                f"by their {cue})")
+        what = (
+            f"keras.applications {fam.name}-family layers built into the model (not nested; recognised by their {cue})"
+        )
     if before:
         scaling = "raw"
         note = f"the model starts with its own Rescaling/Normalization layer in front of its {what}: raw"
@@ -248,12 +252,14 @@ def recognise_base(model) -> BaseRecognition | None:
 
 def _starts_with_rescaling(model) -> bool:
     """True when a Rescaling or Normalization layer comes before the first layer with weights."""
+
     def walk(m):
         for layer in m.layers:
             if isinstance(layer, keras.Model):
                 yield from walk(layer)
             else:
                 yield layer
+
     for layer in walk(model):
         if isinstance(layer, (keras.layers.Rescaling, keras.layers.Normalization)):
             return True
@@ -279,8 +285,11 @@ class KerasClassifier:
         self._features_note = None
         bad = nonfinite_weights(model)
         if bad:
-            raise input_error(self.path, "weights are not finite in layer(s) " + ", ".join(bad),
-                              hint="the model is broken (a diverged training run or a corrupted file)")
+            raise input_error(
+                self.path,
+                "weights are not finite in layer(s) " + ", ".join(bad),
+                hint="the model is broken (a diverged training run or a corrupted file)",
+            )
         self._raw_rows = 0
         self._raw_sum_min = np.inf
         self._raw_sum_max = -np.inf
@@ -292,12 +301,22 @@ class KerasClassifier:
         else:
             self._init_keras(model, input_size)
         self.info = ModelInfo(
-            path=str(self.path), file_name=self.path.name, sha256=file_sha256(self.path), format=fmt,
-            name=self._name, param_count=self._param_count, input_shape=self.input_shape,
-            n_outputs=self.n_outputs, output_type=self._output_type or "pending",
-            output_detection=self._output_detection or "pending", feature_layer=self._feature_layer,
-            feature_dim=self._feature_dim, starts_with_rescaling=self._rescaling, safe_mode=not unsafe,
-            nested_base=self._base, base_family=self._recognition.family if self._recognition else None,
+            path=str(self.path),
+            file_name=self.path.name,
+            sha256=file_sha256(self.path),
+            format=fmt,
+            name=self._name,
+            param_count=self._param_count,
+            input_shape=self.input_shape,
+            n_outputs=self.n_outputs,
+            output_type=self._output_type or "pending",
+            output_detection=self._output_detection or "pending",
+            feature_layer=self._feature_layer,
+            feature_dim=self._feature_dim,
+            starts_with_rescaling=self._rescaling,
+            safe_mode=not unsafe,
+            nested_base=self._base,
+            base_family=self._recognition.family if self._recognition else None,
             base_scaling=self._recognition.scaling if self._recognition else None,
             base_note=self._recognition.note if self._recognition else None,
         )
@@ -305,8 +324,11 @@ class KerasClassifier:
     # -------------------------------------------------------------- set-up
     def _check_shapes(self, in_shape, out_shape, input_size):
         if len(in_shape) != 4:
-            raise input_error(self.path, f"is not an image classifier: input shape {tuple(in_shape)} has rank "
-                              f"{len(in_shape)}", expected="rank 4 (batch, height, width, channels)")
+            raise input_error(
+                self.path,
+                f"is not an image classifier: input shape {tuple(in_shape)} has rank {len(in_shape)}",
+                expected="rank 4 (batch, height, width, channels)",
+            )
         h, w, c = in_shape[1], in_shape[2], in_shape[3]
         if h is None or w is None:
             if input_size is None:
@@ -315,11 +337,17 @@ class KerasClassifier:
         if c not in (1, 3):
             raise input_error(self.path, f"takes {c} channels", expected="1 (grayscale) or 3 (RGB) channels last")
         if len(out_shape) != 2:
-            raise input_error(self.path, f"is not an image classifier: output shape {tuple(out_shape)} has rank "
-                              f"{len(out_shape)}", expected="rank 2 (batch, classes)")
+            raise input_error(
+                self.path,
+                f"is not an image classifier: output shape {tuple(out_shape)} has rank {len(out_shape)}",
+                expected="rank 2 (batch, classes)",
+            )
         if out_shape[1] is None or out_shape[1] < 1:
-            raise input_error(self.path, f"has {out_shape[1]} output(s)",
-                              expected="one output per class, or one sigmoid/logit output for two classes")
+            raise input_error(
+                self.path,
+                f"has {out_shape[1]} output(s)",
+                expected="one output per class, or one sigmoid/logit output for two classes",
+            )
         self.input_shape = (int(h), int(w), int(c))
         self.binary = int(out_shape[1]) == 1  # one sigmoid (or logit) output read as two classes [1-s, s]
         self.n_outputs = 2 if self.binary else int(out_shape[1])
@@ -329,8 +357,11 @@ class KerasClassifier:
         self._name = model.name
         self._param_count = int(model.count_params())
         if len(model.inputs) != 1 or len(model.outputs) != 1:
-            raise input_error(self.path, f"has {len(model.inputs)} inputs and {len(model.outputs)} outputs",
-                              expected="one image input and one class output")
+            raise input_error(
+                self.path,
+                f"has {len(model.inputs)} inputs and {len(model.outputs)} outputs",
+                expected="one image input and one class output",
+            )
         self._check_shapes(tuple(model.inputs[0].shape), tuple(model.outputs[0].shape), input_size)
         self._rescaling = _starts_with_rescaling(model)
         self._base = _nested_base(model)
@@ -342,15 +373,21 @@ class KerasClassifier:
         if isinstance(out_layer, (keras.layers.Activation, keras.layers.Softmax)):
             dense_layer = _layer_of(out_layer.input)
         if act == "sigmoid" and not self.binary:
-            raise input_error(self.path, f"ends in {self.n_outputs} sigmoid outputs (a multi-label model)",
-                              expected="a single-label classifier: softmax or logits over the classes, or one "
-                                       "sigmoid output for two classes")
+            raise input_error(
+                self.path,
+                f"ends in {self.n_outputs} sigmoid outputs (a multi-label model)",
+                expected="a single-label classifier: softmax or logits over the classes, or one "
+                "sigmoid output for two classes",
+            )
         if self.binary:
             self._decide_binary_from_layer(act, out_layer)
         elif act == "softmax":
             self._output_type, self._output_detection = "probabilities", f"softmax in layer '{out_layer.name}'"
         elif act == "linear":
-            self._output_type, self._output_detection = "logits", f"linear output layer '{out_layer.name}'; softmax applied"
+            self._output_type, self._output_detection = (
+                "logits",
+                f"linear output layer '{out_layer.name}'; softmax applied",
+            )
         else:
             self._output_type = self._output_detection = None  # decided from the first batch
         feats = None
@@ -361,7 +398,7 @@ class KerasClassifier:
                 self._feature_layer = f"input of '{dense_layer.name}'"
                 dim = int(np.prod([d for d in feats.shape[1:]]))
                 self._feature_dim = dim
-            except Exception:  # noqa: BLE001 - features are optional
+            except Exception:
                 feats = None
         if feats is None:
             self._features_note = "no penultimate features: the output does not come from a Dense layer"
@@ -387,8 +424,11 @@ class KerasClassifier:
         inputs = sig.structured_input_signature[1]
         outputs = sig.structured_outputs
         if len(inputs) != 1 or len(outputs) != 1:
-            raise input_error(self.path, f"SavedModel signature has {len(inputs)} inputs and {len(outputs)} outputs",
-                              expected="one image input and one class output")
+            raise input_error(
+                self.path,
+                f"SavedModel signature has {len(inputs)} inputs and {len(outputs)} outputs",
+                expected="one image input and one class output",
+            )
         in_name, in_spec = next(iter(inputs.items()))
         out_name, out_spec = next(iter(outputs.items()))
         self._check_shapes(tuple(in_spec.shape), tuple(out_spec.shape), input_size)
@@ -414,8 +454,9 @@ class KerasClassifier:
     def features_note(self) -> str | None:
         return self._features_note
 
-    def prepare(self, images: Sequence[np.ndarray], *, resize: str, scaling: str, crop: str = "none",
-                channels: str = "rgb") -> np.ndarray:
+    def prepare(
+        self, images: Sequence[np.ndarray], *, resize: str, scaling: str, crop: str = "none", channels: str = "rgb"
+    ) -> np.ndarray:
         """Crop and resize uint8 RGB images (any sizes) to the model's input, order channels, and scale.
 
         ``resize`` is a name of :data:`auditor.resize.METHODS`; ``crop`` is none | center-square |
@@ -437,14 +478,13 @@ class KerasClassifier:
                 if (ch, cw) == shape[:2]:
                     stack = np.stack([images[i] for i in idx])
                 else:
-                    stack = np.stack([images[i][top:top + ch, left:left + cw] for i in idx])
+                    stack = np.stack([images[i][top : top + ch, left : left + cw] for i in idx])
                 if (ch, cw) == (h, w) and method.family == "plain" and resize != "lanczos":
                     # at equal size these kernels sample each pixel centre exactly: tf.image.resize is the
                     # identity (tested bit for bit), so skip its cost
                     out[idx] = stack
                 else:
-                    out[idx] = tf.image.resize(stack, (h, w), method=method.kernel,
-                                               antialias=method.antialias).numpy()
+                    out[idx] = tf.image.resize(stack, (h, w), method=method.kernel, antialias=method.antialias).numpy()
         if channels == "bgr":
             out = out[..., ::-1]
         elif channels != "rgb":
@@ -459,8 +499,10 @@ class KerasClassifier:
         raw = raw.numpy().astype(np.float64)
         if not np.all(np.isfinite(raw)):
             bad = int(np.sum(~np.all(np.isfinite(raw), axis=1)))
-            raise AuditFailed(f"{self.path}: the model produced NaN or infinite outputs for {bad} of "
-                              f"{len(raw)} images in a batch; it is broken (check its weights) and cannot be audited")
+            raise AuditFailed(
+                f"{self.path}: the model produced NaN or infinite outputs for {bad} of "
+                f"{len(raw)} images in a batch; it is broken (check its weights) and cannot be audited"
+            )
         if self.binary:
             return self._binary_probs(raw[:, 0]), feats.numpy()
         if self._output_type is None:
@@ -497,8 +539,9 @@ class KerasClassifier:
             self._output_detection = f"one sigmoid output in layer '{out_layer.name}', " + read.format("s")
         elif act == "linear":
             self._output_type = BINARY_LOGIT
-            self._output_detection = (f"one linear output in layer '{out_layer.name}' (a logit z), "
-                                      + read.format("sigmoid(z)"))
+            self._output_detection = f"one linear output in layer '{out_layer.name}' (a logit z), " + read.format(
+                "sigmoid(z)"
+            )
         else:
             self._output_type = self._output_detection = None  # decided from the first batch
 
@@ -509,10 +552,12 @@ class KerasClassifier:
         if self._output_type == BINARY_LOGIT:
             return np.stack([_sigmoid(-s), _sigmoid(s)], axis=1)
         if s.min() < -1e-6 or s.max() > 1 + 1e-6:
-            raise input_error(self.path, f"has one output read as a probability, but it gave values from "
-                              f"{s.min():.4g} to {s.max():.4g}, outside [0, 1]",
-                              expected="one sigmoid output (probability of the second class) or one linear output "
-                                       "(its logit)")
+            raise input_error(
+                self.path,
+                f"has one output read as a probability, but it gave values from "
+                f"{s.min():.4g} to {s.max():.4g}, outside [0, 1]",
+                expected="one sigmoid output (probability of the second class) or one linear output (its logit)",
+            )
         p = np.clip(s, 0.0, 1.0)
         return np.stack([1.0 - p, p], axis=1)
 
@@ -522,17 +567,24 @@ class KerasClassifier:
         in_unit = len(s) > 0 and s.min() >= -1e-6 and s.max() <= 1 + 1e-6
         if in_unit:
             self._output_type = BINARY_SIGMOID
-            self._output_detection = ((f"one output ending in a '{act}' activation" if act else "one output")
-                                      + " with values in [0, 1] on the first batch, " + read.format("the output"))
+            self._output_detection = (
+                (f"one output ending in a '{act}' activation" if act else "one output")
+                + " with values in [0, 1] on the first batch, "
+                + read.format("the output")
+            )
         elif act in (None, "linear"):
             self._output_type = BINARY_LOGIT
-            self._output_detection = ("one output with values outside [0, 1] on the first batch (a logit z), "
-                                      + read.format("sigmoid(z)"))
+            self._output_detection = (
+                "one output with values outside [0, 1] on the first batch (a logit z), " + read.format("sigmoid(z)")
+            )
         else:
-            raise input_error(self.path, f"has one output ending in a '{act}' activation with values from "
-                              f"{s.min():.4g} to {s.max():.4g}: not a probability in [0, 1] and not a logit",
-                              expected="a classifier: one sigmoid output (probability of the second class), one "
-                                       "linear output (its logit), or softmax/logits over the classes")
+            raise input_error(
+                self.path,
+                f"has one output ending in a '{act}' activation with values from "
+                f"{s.min():.4g} to {s.max():.4g}: not a probability in [0, 1] and not a logit",
+                expected="a classifier: one sigmoid output (probability of the second class), one "
+                "linear output (its logit), or softmax/logits over the classes",
+            )
         self.info = _replace(self.info, output_type=self._output_type, output_detection=self._output_detection)
 
     @property
@@ -540,10 +592,15 @@ class KerasClassifier:
         """Raw-output statistics over every forward call so far: rows, min/max raw row sum, rows whose raw
         sum is off 1 by more than ROW_SUM_TOL, rows with a negative output (meaningful for probabilities)."""
         n = self._raw_rows
-        return {"n_rows": n, "min_row_sum": float(self._raw_sum_min) if n else None,
-                "max_row_sum": float(self._raw_sum_max) if n else None,
-                "mean_row_sum": self._raw_sum_total / n if n else None, "rows_off": self._raw_rows_off,
-                "rows_negative": self._raw_rows_negative, "tolerance": ROW_SUM_TOL}
+        return {
+            "n_rows": n,
+            "min_row_sum": float(self._raw_sum_min) if n else None,
+            "max_row_sum": float(self._raw_sum_max) if n else None,
+            "mean_row_sum": self._raw_sum_total / n if n else None,
+            "rows_off": self._raw_rows_off,
+            "rows_negative": self._raw_rows_negative,
+            "tolerance": ROW_SUM_TOL,
+        }
 
     def reset_output_stats(self) -> None:
         self._raw_rows = self._raw_rows_off = self._raw_rows_negative = 0
@@ -552,22 +609,29 @@ class KerasClassifier:
 
     def _decide_output_type(self, raw: np.ndarray) -> None:
         finite = raw[np.all(np.isfinite(raw), axis=1)]
-        is_probs = (len(finite) > 0 and finite.min() >= -1e-6 and finite.max() <= 1 + 1e-6
-                    and np.abs(finite.sum(axis=1) - 1).max() < 1e-3)
+        is_probs = (
+            len(finite) > 0
+            and finite.min() >= -1e-6
+            and finite.max() <= 1 + 1e-6
+            and np.abs(finite.sum(axis=1) - 1).max() < 1e-3
+        )
         if is_probs:
             self._output_type, self._output_detection = "probabilities", "outputs are non-negative and sum to 1"
         elif self._out_activation not in (None, "linear"):
             sums = finite.sum(axis=1) if len(finite) else np.array([np.nan])
-            raise input_error(self.path, f"ends in a '{self._out_activation}' activation whose outputs are not "
-                              f"class probabilities (row sums {np.nanmin(sums):.3g} to {np.nanmax(sums):.3g})",
-                              expected="a softmax (probabilities) or linear (logits) output, one class per image")
+            raise input_error(
+                self.path,
+                f"ends in a '{self._out_activation}' activation whose outputs are not "
+                f"class probabilities (row sums {np.nanmin(sums):.3g} to {np.nanmax(sums):.3g})",
+                expected="a softmax (probabilities) or linear (logits) output, one class per image",
+            )
         else:
             self._output_type, self._output_detection = "logits", "outputs do not sum to 1; softmax applied"
         self.info = _replace(self.info, output_type=self._output_type, output_detection=self._output_detection)
 
     def predict_arrays(self, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Probabilities for already prepared inputs, in batches."""
-        parts = [self.forward(x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)]
+        parts = [self.forward(x[i : i + batch_size])[0] for i in range(0, len(x), batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, self.n_outputs))
 
 
@@ -600,5 +664,8 @@ def _replace(info: ModelInfo, **changes) -> ModelInfo:
 def environment() -> dict:
     """Versions and devices, for the report header."""
     gpus = tf.config.list_physical_devices("GPU")
-    return {"tensorflow": tf.__version__, "keras": keras.__version__,
-            "devices": "GPU: " + ", ".join(g.name for g in gpus) if gpus else "CPU only"}
+    return {
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "devices": "GPU: " + ", ".join(g.name for g in gpus) if gpus else "CPU only",
+    }

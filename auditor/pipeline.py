@@ -10,11 +10,12 @@ from __future__ import annotations
 import dataclasses
 import platform
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -25,11 +26,11 @@ from .data import DatasetIndex, discover, fingerprint, iter_batches, load_sample
 from .errors import input_error
 from .progress import QUIET, Progress
 from .report.document import Artifacts, AuditReport, Failure
+from .resize import DEFAULT_CHANNELS, DEFAULT_CROP, DEFAULT_RESIZE, METHODS
 from .sections import Registry, registry
 from .sections.base import RANK_DATA, RANK_FAILURES, RANK_MODEL, Warning
 from .sections.common import predictions_table
 from .sections.context import CleanPass, ModelAccess, SectionContext, SetupContext, describe_exception
-from .resize import DEFAULT_CHANNELS, DEFAULT_CROP, DEFAULT_RESIZE, METHODS
 from .sidecar import Sidecar, load_sidecar
 
 
@@ -67,19 +68,29 @@ class PreparedModel:
     def preprocessing_dict(self) -> dict:
         """What the report stores under ``preprocessing``."""
         method = METHODS[self.resize]
-        decode = {"tf": "tf.io.decode_image for JPEG files (as keras image_dataset_from_directory), OpenCV "
-                        "for the others",
-                  "pil": "PIL Image.open + convert('RGB') (as keras.utils.load_img)",
-                  "cv2": "OpenCV cv2.imdecode"}[method.decoder]
-        return {"scaling": self.scaling, "scaling_source": self.scaling_source,
-                "resize": self.resize, "resize_source": self.resize_source,
-                "resize_call": method.call, "resize_reproduces": method.reproduces, "decode": decode,
-                "crop": self.crop, "crop_source": self.crop_source,
-                "channels": self.channels, "channels_source": self.channels_source}
+        decode = {
+            "tf": "tf.io.decode_image for JPEG files (as keras image_dataset_from_directory), OpenCV for the others",
+            "pil": "PIL Image.open + convert('RGB') (as keras.utils.load_img)",
+            "cv2": "OpenCV cv2.imdecode",
+        }[method.decoder]
+        return {
+            "scaling": self.scaling,
+            "scaling_source": self.scaling_source,
+            "resize": self.resize,
+            "resize_source": self.resize_source,
+            "resize_call": method.call,
+            "resize_reproduces": method.reproduces,
+            "decode": decode,
+            "crop": self.crop,
+            "crop_source": self.crop_source,
+            "channels": self.channels,
+            "channels_source": self.channels_source,
+        }
 
 
-def run_audit(config: AuditConfig, *, progress: Progress = QUIET, write: Callable | None = None,
-              sections: Registry | None = None) -> list[AuditReport]:
+def run_audit(
+    config: AuditConfig, *, progress: Progress = QUIET, write: Callable | None = None, sections: Registry | None = None
+) -> list[AuditReport]:
     """Audit every model in ``config`` on its data set; return the reports (each written when ``write``).
 
     ``write(report, config)`` persists one report and returns its folder, which is recorded in
@@ -89,8 +100,11 @@ def run_audit(config: AuditConfig, *, progress: Progress = QUIET, write: Callabl
     reg = sections or registry()
     index = discover(config.data_path)
     if not index.samples:
-        raise input_error(config.data_path, "holds no image file", expected="images with extension "
-                          "jpg, jpeg, png, bmp, tif or tiff inside class folders")
+        raise input_error(
+            config.data_path,
+            "holds no image file",
+            expected="images with extension jpg, jpeg, png, bmp, tif or tiff inside class folders",
+        )
     enabled = [s for s in reg.sections if config.is_enabled(s.name)]
     prepared = [prepare_model(config, path, index) for path in config.model_paths]
     for pm in prepared:  # every section's input checks, before any model time is spent
@@ -115,16 +129,24 @@ def prepare_model(config: AuditConfig, path: Path, index: DatasetIndex) -> Prepa
     from .model import KerasClassifier  # TensorFlow is imported here, not at package import
 
     sidecar = load_sidecar(path)
-    adapter = KerasClassifier(path, unsafe=config.unsafe_deserialization,
-                              input_size=sidecar.input_size if sidecar else None)
+    adapter = KerasClassifier(
+        path, unsafe=config.unsafe_deserialization, input_size=sidecar.input_size if sidecar else None
+    )
     if sidecar and sidecar.input_size and tuple(sidecar.input_size) != adapter.input_shape[:2]:
-        raise input_error(sidecar.path, f"says input_size {list(sidecar.input_size)} but the model takes "
-                          f"{list(adapter.input_shape[:2])}")
+        raise input_error(
+            sidecar.path,
+            f"says input_size {list(sidecar.input_size)} but the model takes {list(adapter.input_shape[:2])}",
+        )
     labels_with_images = _labels_with_images(index)
     mapping = resolve_classes(
-        adapter.n_outputs, data_labels=index.labels, labels_with_images=labels_with_images,
-        sidecar_names=sidecar.class_names if sidecar else None, sidecar_path=sidecar.path if sidecar else None,
-        cli_names=config.class_names, data_path=config.data_path)
+        adapter.n_outputs,
+        data_labels=index.labels,
+        labels_with_images=labels_with_images,
+        sidecar_names=sidecar.class_names if sidecar else None,
+        sidecar_path=sidecar.path if sidecar else None,
+        cli_names=config.class_names,
+        data_path=config.data_path,
+    )
     if config.preprocess != "auto":
         scaling, scaling_source = config.preprocess, "--preprocess"
     elif sidecar and sidecar.preprocess:
@@ -153,13 +175,32 @@ def prepare_model(config: AuditConfig, path: Path, index: DatasetIndex) -> Prepa
         channels, channels_source = sidecar.channel_order, "sidecar"
     else:
         channels, channels_source = DEFAULT_CHANNELS, "default (RGB, as every Keras loader)"
-    return PreparedModel(path, adapter, sidecar, mapping, scaling, scaling_source, resize, resize_source,
-                         crop, crop_source, channels, channels_source)
+    return PreparedModel(
+        path,
+        adapter,
+        sidecar,
+        mapping,
+        scaling,
+        scaling_source,
+        resize,
+        resize_source,
+        crop,
+        crop_source,
+        channels,
+        channels_source,
+    )
 
 
-def clean_pass(pm: PreparedModel, index: DatasetIndex, config: AuditConfig, progress: Progress, *,
-               data_to_model: dict[str, int] | None = None, stage: str = "model pass",
-               data_path: Path | str | None = None) -> CleanPass:
+def clean_pass(
+    pm: PreparedModel,
+    index: DatasetIndex,
+    config: AuditConfig,
+    progress: Progress,
+    *,
+    data_to_model: dict[str, int] | None = None,
+    stage: str = "model pass",
+    data_path: Path | str | None = None,
+) -> CleanPass:
     """One streaming pass: decode + resize + scale in threads, forward; keep per-sample vectors only.
 
     ``data_to_model`` maps data labels to model outputs (default: the model's main class mapping).
@@ -183,8 +224,9 @@ def clean_pass(pm: PreparedModel, index: DatasetIndex, config: AuditConfig, prog
         return pm.prepare([image])[0]
 
     with progress.stage(stage, n) as bar:
-        for batch in iter_batches(samples, config.batch_size, workers=config.workers, decoder=pm.decoder,
-                                  transform=to_input):
+        for batch in iter_batches(
+            samples, config.batch_size, workers=config.workers, decoder=pm.decoder, transform=to_input
+        ):
             all_hashes.update(batch.hashes)
             failed.extend((samples[f.index].rel, f.error) for f in batch.failed)
             if batch.indices:
@@ -197,8 +239,10 @@ def clean_pass(pm: PreparedModel, index: DatasetIndex, config: AuditConfig, prog
             bar.update(len(batch.indices) + len(batch.failed))
     seconds = time.perf_counter() - t0
     if not ok.any():
-        raise input_error(data_path or config.data_path, f"holds no readable image: all {n} image files failed to decode "
-                          f"(first: {failed[0][0]}: {failed[0][1]})")
+        raise input_error(
+            data_path or config.data_path,
+            f"holds no readable image: all {n} image files failed to decode (first: {failed[0][0]}: {failed[0][1]})",
+        )
     sel = np.flatnonzero(ok)
     y_true = np.array([data_to_model[samples[i].label] for i in sel], dtype=np.int64)
     if feats is None:
@@ -207,8 +251,15 @@ def clean_pass(pm: PreparedModel, index: DatasetIndex, config: AuditConfig, prog
     return CleanPass(sel, y_true, probs[sel], feats[sel], tuple(failed), all_hashes, seconds, stats)
 
 
-def audit_model(config: AuditConfig, pm: PreparedModel, index: DatasetIndex, progress: Progress = QUIET, *,
-                enabled: Sequence[Any] | None = None, registry: Registry | None = None) -> AuditReport:
+def audit_model(
+    config: AuditConfig,
+    pm: PreparedModel,
+    index: DatasetIndex,
+    progress: Progress = QUIET,
+    *,
+    enabled: Sequence[Any] | None = None,
+    registry: Registry | None = None,
+) -> AuditReport:
     """The clean pass, then every enabled section in order; a section that raises is recorded, not fatal."""
     from .model import environment  # TensorFlow is already loaded by now
 
@@ -217,20 +268,27 @@ def audit_model(config: AuditConfig, pm: PreparedModel, index: DatasetIndex, pro
     progress.info(f"auditing {pm.path.name} on {len(index.samples)} image files in {config.data_path}")
     cp = clean_pass(pm, index, config, progress)
     timings: dict[str, float] = {"model_pass": round(cp.seconds, 3)}
-    failures: list[Failure] = [Failure(f.name, f.error) for f in reg.failed_plugins
-                               if config.is_enabled(f.name)]
+    failures: list[Failure] = [Failure(f.name, f.error) for f in reg.failed_plugins if config.is_enabled(f.name)]
     names = pm.mapping.model_classes
     model = model_access(pm, index, cp, config, progress)
     results: dict[str, Any] = {}
     columns: dict[str, np.ndarray] = {}
     tables = {}
     for section in enabled:
-        ctx = SectionContext(config=config, index=index, class_names=names, clean=cp, model=model,
-                             plan=pm.plans.get(section.name), results=dict(results), progress=progress)
+        ctx = SectionContext(
+            config=config,
+            index=index,
+            class_names=names,
+            clean=cp,
+            model=model,
+            plan=pm.plans.get(section.name),
+            results=dict(results),
+            progress=progress,
+        )
         t = time.perf_counter()
         try:
             result = section.run(ctx, config.options(section.name))
-        except Exception as exc:  # noqa: BLE001 - recorded and shown in the report
+        except Exception as exc:
             failures.append(Failure(section.name, describe_exception(exc)))
             result = None
         timings[section.name] = round(time.perf_counter() - t, 3)
@@ -247,48 +305,82 @@ def audit_model(config: AuditConfig, pm: PreparedModel, index: DatasetIndex, pro
     for i in cp.sample_idx:
         counts[samples[i].label] += 1
     info = pm.adapter.info
-    created = datetime.now(timezone.utc)
+    created = datetime.now(UTC)
     return AuditReport(
-        schema_version=SCHEMA_VERSION, report_id=f"{created.strftime('%Y%m%dT%H%M%SZ')}-{info.sha256[:8]}",
-        tool_version=__version__, created_utc=created.isoformat(timespec="seconds").replace("+00:00", "Z"),
-        model={**info.to_dict(), "sidecar": pm.sidecar.to_dict() if pm.sidecar else None,
-               "features_note": pm.adapter.features_note},
+        schema_version=SCHEMA_VERSION,
+        report_id=f"{created.strftime('%Y%m%dT%H%M%SZ')}-{info.sha256[:8]}",
+        tool_version=__version__,
+        created_utc=created.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        model={
+            **info.to_dict(),
+            "sidecar": pm.sidecar.to_dict() if pm.sidecar else None,
+            "features_note": pm.adapter.features_note,
+        },
         preprocessing=pm.preprocessing_dict(),
         classes=pm.mapping.to_dict(),
-        dataset={"path": str(config.data_path), "source": index.source, "fingerprint": fp,
-                 "n_images": int(len(cp.sample_idx)), "n_skipped": len(skipped), "counts": counts},
+        dataset={
+            "path": str(config.data_path),
+            "source": index.source,
+            "fingerprint": fp,
+            "n_images": len(cp.sample_idx),
+            "n_skipped": len(skipped),
+            "counts": counts,
+        },
         environment={"python": platform.python_version(), "platform": platform.platform(), **environment()},
         config=config.to_dict(),
         summary=build_summary(reg, results, failures, pm),
-        results=results, sections=tuple(s.name for s in reg.sections), failures=tuple(failures), timings=timings,
-        artifacts=Artifacts(predictions=predictions_table(samples, cp, names, columns), tables=tables,
-                            data_root=str(index.root)),
+        results=results,
+        sections=tuple(s.name for s in reg.sections),
+        failures=tuple(failures),
+        timings=timings,
+        artifacts=Artifacts(
+            predictions=predictions_table(samples, cp, names, columns), tables=tables, data_root=str(index.root)
+        ),
     )
 
 
-def model_access(pm: PreparedModel, index: DatasetIndex, cp: CleanPass, config: AuditConfig,
-                 progress: Progress = QUIET) -> ModelAccess:
+def model_access(
+    pm: PreparedModel, index: DatasetIndex, cp: CleanPass, config: AuditConfig, progress: Progress = QUIET
+) -> ModelAccess:
     """The narrow view of the model that sections get."""
-    return ModelAccess(pm, load_images=lambda rows: _load_rows(index, cp, rows, pm.decoder, config.workers),
-                       pass_over=lambda idx, **kw: clean_pass(pm, idx, config, progress, **kw))
+    return ModelAccess(
+        pm,
+        load_images=lambda rows: _load_rows(index, cp, rows, pm.decoder, config.workers),
+        pass_over=lambda idx, **kw: clean_pass(pm, idx, config, progress, **kw),
+    )
 
 
-def run_section(name: str, config: AuditConfig, pm: PreparedModel, index: DatasetIndex, cp: CleanPass,
-                progress: Progress = QUIET, **options: Any) -> Any:
+def run_section(
+    name: str,
+    config: AuditConfig,
+    pm: PreparedModel,
+    index: DatasetIndex,
+    cp: CleanPass,
+    progress: Progress = QUIET,
+    **options: Any,
+) -> Any:
     """Run one section on a clean pass outside a whole audit (tests, notebooks); ``options`` override the
     configuration's options of that section. Exceptions propagate."""
     section = registry().get(name)
     opts = dataclasses.replace(config.options(name), **options) if options else config.options(name)
-    ctx = SectionContext(config=config, index=index, class_names=pm.mapping.model_classes, clean=cp,
-                         model=model_access(pm, index, cp, config, progress), plan=pm.plans.get(name),
-                         progress=progress)
+    ctx = SectionContext(
+        config=config,
+        index=index,
+        class_names=pm.mapping.model_classes,
+        clean=cp,
+        model=model_access(pm, index, cp, config, progress),
+        plan=pm.plans.get(name),
+        progress=progress,
+    )
     return section.run(ctx, opts)
 
 
-def _load_rows(index: DatasetIndex, cp: CleanPass, rows: Sequence[int], decoder: Any = "cv2",
-               workers: int = 1) -> list[np.ndarray]:
+def _load_rows(
+    index: DatasetIndex, cp: CleanPass, rows: Sequence[int], decoder: Any = "cv2", workers: int = 1
+) -> list[np.ndarray]:
     """Decoded images of clean-pass rows (they decoded once, so they decode again), with the clean pass's
     decoder."""
+
     def load(j: int) -> np.ndarray:
         loaded = load_sample(int(j), index.samples[cp.sample_idx[j]], decoder)
         if loaded.image is None:
@@ -309,16 +401,28 @@ def build_summary(reg: Registry, results: dict[str, Any], failures: Sequence[Fai
             headline.update(contribution.headline)
             warnings.extend(contribution.warnings)
     if pm.adapter.info.output_type == "logits":
-        warnings.append(Warning("The model outputs logits; the audit applied softmax to get probabilities.", RANK_MODEL))
+        warnings.append(
+            Warning("The model outputs logits; the audit applied softmax to get probabilities.", RANK_MODEL)
+        )
     elif pm.adapter.info.output_type == "logit (binary)":
-        warnings.append(Warning("The model outputs one logit; the audit applied a sigmoid to get the probability of "
-                                f"{pm.mapping.model_classes[1]} (and 1 minus it for {pm.mapping.model_classes[0]}).",
-                                RANK_MODEL))
+        warnings.append(
+            Warning(
+                "The model outputs one logit; the audit applied a sigmoid to get the probability of "
+                f"{pm.mapping.model_classes[1]} (and 1 minus it for {pm.mapping.model_classes[0]}).",
+                RANK_MODEL,
+            )
+        )
     if not pm.adapter.info.safe_mode:
-        warnings.append(Warning("The model was loaded with safe_mode off (--unsafe-deserialization): it can run "
-                                "arbitrary code; audit only models from sources you trust.", RANK_MODEL))
+        warnings.append(
+            Warning(
+                "The model was loaded with safe_mode off (--unsafe-deserialization): it can run "
+                "arbitrary code; audit only models from sources you trust.",
+                RANK_MODEL,
+            )
+        )
     warnings.extend(Warning(note, RANK_DATA) for note in pm.mapping.notes)
-    warnings.extend(Warning(f"The {f.analysis.replace('_', ' ')} analysis failed: {f.error}", RANK_FAILURES)
-                    for f in failures)
+    warnings.extend(
+        Warning(f"The {f.analysis.replace('_', ' ')} analysis failed: {f.error}", RANK_FAILURES) for f in failures
+    )
     ordered = sorted(enumerate(warnings), key=lambda iw: (iw[1].rank, iw[0]))
     return {"headline": headline, "warnings": [w.text for _, w in ordered], "n_failures": len(failures)}

@@ -17,8 +17,8 @@ every image (the exhaustive check).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Hashable, Sequence
 
 import numpy as np
 
@@ -38,12 +38,25 @@ class CheckRun:
     looks: tuple[int, ...]
 
 
-def run_settings(settings: Sequence[Hashable], chosen: Hashable, *, y_true: np.ndarray, chosen_pred: np.ndarray,
-                 load: Callable[[np.ndarray], list[np.ndarray]], resize: Callable[[list, Hashable], np.ndarray],
-                 finish: Callable[[np.ndarray, Hashable], np.ndarray], forward: Callable[[np.ndarray], np.ndarray],
-                 cache_key: Callable[[Hashable], Hashable], batch_size: int = 32, sequential: bool = True,
-                 first_look: int = 32, alpha: float = 0.05, n_tie: int | None = 128, seed: int = 0,
-                 on_images: Callable[[int], None] | None = None) -> CheckRun:
+def run_settings(
+    settings: Sequence[Hashable],
+    chosen: Hashable,
+    *,
+    y_true: np.ndarray,
+    chosen_pred: np.ndarray,
+    load: Callable[[np.ndarray], list[np.ndarray]],
+    resize: Callable[[list, Hashable], np.ndarray],
+    finish: Callable[[np.ndarray, Hashable], np.ndarray],
+    forward: Callable[[np.ndarray], np.ndarray],
+    cache_key: Callable[[Hashable], Hashable],
+    batch_size: int = 32,
+    sequential: bool = True,
+    first_look: int = 32,
+    alpha: float = 0.05,
+    n_tie: int | None = 128,
+    seed: int = 0,
+    on_images: Callable[[int], None] | None = None,
+) -> CheckRun:
     """Evaluate ``settings`` on a subsample and return their predictions.
 
     Parameters
@@ -88,12 +101,19 @@ def run_settings(settings: Sequence[Hashable], chosen: Hashable, *, y_true: np.n
         return np.stack([preds[settings[i]][start:stop] == y_ord[start:stop] for i in idx])
 
     schedule = look_schedule(m, first=first_look)
-    result = run_elimination(evaluate, len(settings), m, reference=ref, schedule=schedule, alpha=alpha,
-                             n_tie=n_tie, sequential=sequential)
+    result = run_elimination(
+        evaluate, len(settings), m, reference=ref, schedule=schedule, alpha=alpha, n_tie=n_tie, sequential=sequential
+    )
     if on_images is not None and result.looks and result.looks[-1] < m:
         on_images(m - result.looks[-1])  # the bar ends full: the rest was not needed
-    out = {s: preds[s][:int(result.n_evaluated[i])] if i != ref else preds[s] for i, s in enumerate(settings)}
+    out = {s: preds[s][: int(result.n_evaluated[i])] if i != ref else preds[s] for i, s in enumerate(settings)}
     status = {settings[i]: st for i, st in enumerate(result.status) if st in ("dropped", "tied")}
-    return CheckRun(order=order, y_true=y_ord, predictions=out, status=status,
-                    forward_passes=counter["images"], forward_passes_exhaustive=(len(settings) - 1) * m,
-                    looks=result.looks)
+    return CheckRun(
+        order=order,
+        y_true=y_ord,
+        predictions=out,
+        status=status,
+        forward_passes=counter["images"],
+        forward_passes_exhaustive=(len(settings) - 1) * m,
+        looks=result.looks,
+    )

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import click
 
@@ -29,8 +29,9 @@ class Progress:
         if self.quiet or total <= 0:
             yield _NullBar()
             return
-        with click.progressbar(length=total, label=f"{label:<24}", file=sys.stderr, show_pos=True,
-                               show_eta=True, width=30) as bar:
+        with click.progressbar(
+            length=total, label=f"{label:<24}", file=sys.stderr, show_pos=True, show_eta=True, width=30
+        ) as bar:
             yield bar
 
 

@@ -36,8 +36,8 @@ pixels before the model's scaling; ``caffe`` scaling flips RGB->BGR itself after
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -49,10 +49,12 @@ PIL_NEAREST, PIL_LANCZOS, PIL_BILINEAR, PIL_BICUBIC, PIL_BOX, PIL_HAMMING = 0, 1
 CV2_NEAREST, CV2_LINEAR, CV2_CUBIC, CV2_AREA, CV2_LANCZOS4 = 0, 1, 2, 3, 4
 
 FAMILIES = ("plain", "tf", "pil", "cv2")
-FAMILY_TITLES = {"plain": "plain names (tf.image.resize, no antialias)",
-                 "tf": "tf: (tf.image.resize, antialias=True)",
-                 "pil": "pil: (PIL Image.resize, via keras load_img)",
-                 "cv2": "cv2: (cv2.resize)"}
+FAMILY_TITLES = {
+    "plain": "plain names (tf.image.resize, no antialias)",
+    "tf": "tf: (tf.image.resize, antialias=True)",
+    "pil": "pil: (PIL Image.resize, via keras load_img)",
+    "cv2": "cv2: (cv2.resize)",
+}
 
 
 @dataclass(frozen=True)
@@ -76,58 +78,168 @@ def _m(name, family, call, reproduces, decoder, kernel):
 
 
 _IDD = "keras.utils.image_dataset_from_directory"
-METHODS: dict[str, ResizeMethod] = dict([
-    _m("bilinear", "plain", "tf.image.resize(method='bilinear', antialias=False)",
-       f"{_IDD} default (interpolation='bilinear'); keras.layers.Resizing default", "tf", "bilinear"),
-    _m("area", "plain", "tf.image.resize(method='area')", f"{_IDD}(interpolation='area')", "tf", "area"),
-    _m("nearest", "plain", "tf.image.resize(method='nearest')", f"{_IDD}(interpolation='nearest')", "tf",
-       "nearest"),
-    _m("bicubic", "plain", "tf.image.resize(method='bicubic', antialias=False)",
-       f"{_IDD}(interpolation='bicubic')", "tf", "bicubic"),
-    _m("lanczos", "plain", "tf.image.resize(method='lanczos3', antialias=False)",
-       f"{_IDD}(interpolation='lanczos3')", "tf", "lanczos3"),
-    _m("tf:bilinear-aa", "tf", "tf.image.resize(method='bilinear', antialias=True)",
-       "keras.layers.Resizing(interpolation='bilinear', antialias=True) / tf.image.resize(antialias=True)", "tf",
-       "bilinear"),
-    _m("tf:bicubic-aa", "tf", "tf.image.resize(method='bicubic', antialias=True)",
-       "keras.layers.Resizing(interpolation='bicubic', antialias=True)", "tf", "bicubic"),
-    _m("tf:lanczos3-aa", "tf", "tf.image.resize(method='lanczos3', antialias=True)",
-       "keras.layers.Resizing(interpolation='lanczos3', antialias=True)", "tf", "lanczos3"),
-    _m("tf:lanczos5-aa", "tf", "tf.image.resize(method='lanczos5', antialias=True)",
-       "keras.layers.Resizing(interpolation='lanczos5', antialias=True)", "tf", "lanczos5"),
-    _m("tf:gaussian-aa", "tf", "tf.image.resize(method='gaussian', antialias=True)",
-       "tf.image.resize(method='gaussian', antialias=True)", "tf", "gaussian"),
-    _m("tf:mitchellcubic-aa", "tf", "tf.image.resize(method='mitchellcubic', antialias=True)",
-       "tf.image.resize(method='mitchellcubic', antialias=True)", "tf", "mitchellcubic"),
-    _m("pil:nearest", "pil", "PIL Image.resize(resample=NEAREST)",
-       "ImageDataGenerator.flow_from_directory default ('nearest'); keras.utils.load_img default "
-       "(interpolation='nearest')", "pil", PIL_NEAREST),
-    _m("pil:bilinear", "pil", "PIL Image.resize(resample=BILINEAR)",
-       "keras.utils.load_img(interpolation='bilinear') / flow_from_directory(interpolation='bilinear')", "pil",
-       PIL_BILINEAR),
-    _m("pil:bicubic", "pil", "PIL Image.resize(resample=BICUBIC)",
-       "keras.utils.load_img(interpolation='bicubic') / flow_from_directory(interpolation='bicubic')", "pil",
-       PIL_BICUBIC),
-    _m("pil:lanczos", "pil", "PIL Image.resize(resample=LANCZOS)",
-       "keras.utils.load_img(interpolation='lanczos') / flow_from_directory(interpolation='lanczos')", "pil",
-       PIL_LANCZOS),
-    _m("pil:box", "pil", "PIL Image.resize(resample=BOX)",
-       "keras.utils.load_img(interpolation='box') / flow_from_directory(interpolation='box')", "pil",
-       PIL_BOX),
-    _m("pil:hamming", "pil", "PIL Image.resize(resample=HAMMING)",
-       "keras.utils.load_img(interpolation='hamming') / flow_from_directory(interpolation='hamming')", "pil",
-       PIL_HAMMING),
-    _m("cv2:nearest", "cv2", "cv2.resize(interpolation=INTER_NEAREST)", "cv2.resize(..., INTER_NEAREST)", "cv2",
-       CV2_NEAREST),
-    _m("cv2:linear", "cv2", "cv2.resize(interpolation=INTER_LINEAR)", "cv2.resize default INTER_LINEAR", "cv2",
-       CV2_LINEAR),
-    _m("cv2:area", "cv2", "cv2.resize(interpolation=INTER_AREA)", "cv2.resize(..., INTER_AREA)", "cv2",
-       CV2_AREA),
-    _m("cv2:cubic", "cv2", "cv2.resize(interpolation=INTER_CUBIC)", "cv2.resize(..., INTER_CUBIC)", "cv2",
-       CV2_CUBIC),
-    _m("cv2:lanczos4", "cv2", "cv2.resize(interpolation=INTER_LANCZOS4)", "cv2.resize(..., INTER_LANCZOS4)",
-       "cv2", CV2_LANCZOS4),
-])
+METHODS: dict[str, ResizeMethod] = dict(
+    [
+        _m(
+            "bilinear",
+            "plain",
+            "tf.image.resize(method='bilinear', antialias=False)",
+            f"{_IDD} default (interpolation='bilinear'); keras.layers.Resizing default",
+            "tf",
+            "bilinear",
+        ),
+        _m("area", "plain", "tf.image.resize(method='area')", f"{_IDD}(interpolation='area')", "tf", "area"),
+        _m(
+            "nearest", "plain", "tf.image.resize(method='nearest')", f"{_IDD}(interpolation='nearest')", "tf", "nearest"
+        ),
+        _m(
+            "bicubic",
+            "plain",
+            "tf.image.resize(method='bicubic', antialias=False)",
+            f"{_IDD}(interpolation='bicubic')",
+            "tf",
+            "bicubic",
+        ),
+        _m(
+            "lanczos",
+            "plain",
+            "tf.image.resize(method='lanczos3', antialias=False)",
+            f"{_IDD}(interpolation='lanczos3')",
+            "tf",
+            "lanczos3",
+        ),
+        _m(
+            "tf:bilinear-aa",
+            "tf",
+            "tf.image.resize(method='bilinear', antialias=True)",
+            "keras.layers.Resizing(interpolation='bilinear', antialias=True) / tf.image.resize(antialias=True)",
+            "tf",
+            "bilinear",
+        ),
+        _m(
+            "tf:bicubic-aa",
+            "tf",
+            "tf.image.resize(method='bicubic', antialias=True)",
+            "keras.layers.Resizing(interpolation='bicubic', antialias=True)",
+            "tf",
+            "bicubic",
+        ),
+        _m(
+            "tf:lanczos3-aa",
+            "tf",
+            "tf.image.resize(method='lanczos3', antialias=True)",
+            "keras.layers.Resizing(interpolation='lanczos3', antialias=True)",
+            "tf",
+            "lanczos3",
+        ),
+        _m(
+            "tf:lanczos5-aa",
+            "tf",
+            "tf.image.resize(method='lanczos5', antialias=True)",
+            "keras.layers.Resizing(interpolation='lanczos5', antialias=True)",
+            "tf",
+            "lanczos5",
+        ),
+        _m(
+            "tf:gaussian-aa",
+            "tf",
+            "tf.image.resize(method='gaussian', antialias=True)",
+            "tf.image.resize(method='gaussian', antialias=True)",
+            "tf",
+            "gaussian",
+        ),
+        _m(
+            "tf:mitchellcubic-aa",
+            "tf",
+            "tf.image.resize(method='mitchellcubic', antialias=True)",
+            "tf.image.resize(method='mitchellcubic', antialias=True)",
+            "tf",
+            "mitchellcubic",
+        ),
+        _m(
+            "pil:nearest",
+            "pil",
+            "PIL Image.resize(resample=NEAREST)",
+            "ImageDataGenerator.flow_from_directory default ('nearest'); keras.utils.load_img default "
+            "(interpolation='nearest')",
+            "pil",
+            PIL_NEAREST,
+        ),
+        _m(
+            "pil:bilinear",
+            "pil",
+            "PIL Image.resize(resample=BILINEAR)",
+            "keras.utils.load_img(interpolation='bilinear') / flow_from_directory(interpolation='bilinear')",
+            "pil",
+            PIL_BILINEAR,
+        ),
+        _m(
+            "pil:bicubic",
+            "pil",
+            "PIL Image.resize(resample=BICUBIC)",
+            "keras.utils.load_img(interpolation='bicubic') / flow_from_directory(interpolation='bicubic')",
+            "pil",
+            PIL_BICUBIC,
+        ),
+        _m(
+            "pil:lanczos",
+            "pil",
+            "PIL Image.resize(resample=LANCZOS)",
+            "keras.utils.load_img(interpolation='lanczos') / flow_from_directory(interpolation='lanczos')",
+            "pil",
+            PIL_LANCZOS,
+        ),
+        _m(
+            "pil:box",
+            "pil",
+            "PIL Image.resize(resample=BOX)",
+            "keras.utils.load_img(interpolation='box') / flow_from_directory(interpolation='box')",
+            "pil",
+            PIL_BOX,
+        ),
+        _m(
+            "pil:hamming",
+            "pil",
+            "PIL Image.resize(resample=HAMMING)",
+            "keras.utils.load_img(interpolation='hamming') / flow_from_directory(interpolation='hamming')",
+            "pil",
+            PIL_HAMMING,
+        ),
+        _m(
+            "cv2:nearest",
+            "cv2",
+            "cv2.resize(interpolation=INTER_NEAREST)",
+            "cv2.resize(..., INTER_NEAREST)",
+            "cv2",
+            CV2_NEAREST,
+        ),
+        _m(
+            "cv2:linear",
+            "cv2",
+            "cv2.resize(interpolation=INTER_LINEAR)",
+            "cv2.resize default INTER_LINEAR",
+            "cv2",
+            CV2_LINEAR,
+        ),
+        _m("cv2:area", "cv2", "cv2.resize(interpolation=INTER_AREA)", "cv2.resize(..., INTER_AREA)", "cv2", CV2_AREA),
+        _m(
+            "cv2:cubic",
+            "cv2",
+            "cv2.resize(interpolation=INTER_CUBIC)",
+            "cv2.resize(..., INTER_CUBIC)",
+            "cv2",
+            CV2_CUBIC,
+        ),
+        _m(
+            "cv2:lanczos4",
+            "cv2",
+            "cv2.resize(interpolation=INTER_LANCZOS4)",
+            "cv2.resize(..., INTER_LANCZOS4)",
+            "cv2",
+            CV2_LANCZOS4,
+        ),
+    ]
+)
 RESIZE_NAMES = tuple(METHODS)
 PLAIN_NAMES = tuple(n for n, m in METHODS.items() if m.family == "plain")
 DEFAULT_RESIZE = "bilinear"  # keras.utils.image_dataset_from_directory, bit for bit
@@ -162,7 +274,7 @@ def parse_crop(value: str) -> float | None:
     if value == "center-square":
         return 0.0
     if value.startswith("center:"):
-        frac = float(value[len("center:"):])  # ValueError for non-numbers
+        frac = float(value[len("center:") :])  # ValueError for non-numbers
         if not 0 < frac <= 1:
             raise ValueError(f"fraction {frac} is outside (0, 1]")
         return frac
@@ -173,9 +285,11 @@ def check_crop(value: str, subject: str) -> str:
     try:
         parse_crop(value)
     except ValueError:
-        raise input_error(subject, f"unknown crop {value!r}",
-                          expected="none, center-square, or center:FRACTION with FRACTION in (0, 1], "
-                                   "e.g. center:0.56") from None
+        raise input_error(
+            subject,
+            f"unknown crop {value!r}",
+            expected="none, center-square, or center:FRACTION with FRACTION in (0, 1], e.g. center:0.56",
+        ) from None
     return value
 
 
@@ -210,7 +324,7 @@ def crop_box(height: int, width: int, crop: str, target: tuple[int, int]) -> tup
 def crop_image(img: np.ndarray, crop: str, target: tuple[int, int]) -> np.ndarray:
     """A view of ``img`` cropped by ``crop`` (no copy)."""
     top, left, ch, cw = crop_box(img.shape[0], img.shape[1], crop, target)
-    return img[top:top + ch, left:left + cw]
+    return img[top : top + ch, left : left + cw]
 
 
 # ------------------------------------------------------------------------------ PIL and OpenCV resizers
@@ -247,8 +361,9 @@ def resize_cv2(img: np.ndarray, target: tuple[int, int], method: ResizeMethod, c
     return cv2.resize(src, (w, h), interpolation=method.kernel)
 
 
-def resize_uint8(images: Sequence[np.ndarray], out: np.ndarray, target: tuple[int, int], method: ResizeMethod,
-                 crop: str = "none") -> None:
+def resize_uint8(
+    images: Sequence[np.ndarray], out: np.ndarray, target: tuple[int, int], method: ResizeMethod, crop: str = "none"
+) -> None:
     """Resize uint8 images one by one with PIL or OpenCV into the float32 array ``out`` (n, h, w, 3)."""
     fn = resize_pil if method.family == "pil" else resize_cv2
     for i, img in enumerate(images):

@@ -28,9 +28,19 @@ from .errors import input_error
 from .resize import CHANNELS, METHODS, parse_crop, resize_choices_text
 
 SCALINGS = ("unit", "raw", "symmetric", "caffe", "torch")
-KNOWN_KEYS = {"schema_version", "class_names", "preprocess", "resize", "crop", "channel_order", "input_size",
-              "architecture",
-              "intended_use", "training_data", "training"}
+KNOWN_KEYS = {
+    "schema_version",
+    "class_names",
+    "preprocess",
+    "resize",
+    "crop",
+    "channel_order",
+    "input_size",
+    "architecture",
+    "intended_use",
+    "training_data",
+    "training",
+}
 
 
 @dataclass(frozen=True)
@@ -51,11 +61,15 @@ class Sidecar:
         return {
             "path": str(self.path),
             "class_names": list(self.class_names) if self.class_names else None,
-            "preprocess": self.preprocess, "resize": self.resize, "crop": self.crop,
+            "preprocess": self.preprocess,
+            "resize": self.resize,
+            "crop": self.crop,
             "channel_order": self.channel_order,
             "input_size": list(self.input_size) if self.input_size else None,
-            "architecture": self.architecture, "intended_use": self.intended_use,
-            "training_data": self.training_data, "extra": self.extra,
+            "architecture": self.architecture,
+            "intended_use": self.intended_use,
+            "training_data": self.training_data,
+            "extra": self.extra,
         }
 
 
@@ -79,8 +93,12 @@ def load_sidecar(model_path: Path) -> Sidecar | None:
         raise input_error(path, "is not a JSON object", expected="a sidecar object with keys such as class_names")
     names = raw.get("class_names")
     if names is not None:
-        if (not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names)
-                or len(set(names)) != len(names)):
+        if (
+            not isinstance(names, list)
+            or not names
+            or not all(isinstance(n, str) and n for n in names)
+            or len(set(names)) != len(names)
+        ):
             raise input_error(path, "'class_names' is not a list of distinct non-empty strings")
         names = tuple(names)
     pre = raw.get("preprocess")
@@ -96,8 +114,9 @@ def load_sidecar(model_path: Path) -> Sidecar | None:
                 raise ValueError
             parse_crop(crop)
         except ValueError:
-            raise input_error(path, f"'crop' is {crop!r}", expected="none, center-square, or center:FRACTION "
-                              "with FRACTION in (0, 1]") from None
+            raise input_error(
+                path, f"'crop' is {crop!r}", expected="none, center-square, or center:FRACTION with FRACTION in (0, 1]"
+            ) from None
     channel_order = raw.get("channel_order")
     if channel_order is not None and channel_order not in CHANNELS:
         raise input_error(path, f"'channel_order' is {channel_order!r}", expected="one of " + ", ".join(CHANNELS))
@@ -113,5 +132,14 @@ def load_sidecar(model_path: Path) -> Sidecar | None:
             raise input_error(path, f"'{key}' is not a string")
         text[key] = v
     extra = {k: v for k, v in raw.items() if k not in KNOWN_KEYS or k == "training"}
-    return Sidecar(path=path, class_names=names, preprocess=pre, resize=resize, crop=crop,
-                   channel_order=channel_order, input_size=size, extra=extra, **text)
+    return Sidecar(
+        path=path,
+        class_names=names,
+        preprocess=pre,
+        resize=resize,
+        crop=crop,
+        channel_order=channel_order,
+        input_size=size,
+        extra=extra,
+        **text,
+    )

@@ -34,10 +34,12 @@ def main(argv: list[str]) -> int:
     import numpy as np
 
     from auditor.model import KerasClassifier  # imports TensorFlow + Keras, as the pipeline does
+
     res["import_s"] = time.perf_counter() - t
     res["after_import"] = proc_status_mib()
     t = time.perf_counter()
     from auditor.sidecar import load_sidecar
+
     sidecar = load_sidecar(model_path)
     adapter = KerasClassifier(model_path, input_size=sidecar.input_size if sidecar else None)
     res["load_s"] = time.perf_counter() - t

@@ -4,7 +4,8 @@ On the generated 96-px PNGs of :mod:`bench.run` decoding is nearly free; on the 
 it is not, and the clean pass is only as fast as decoding and inference can be overlapped.
 
 Data: every ``train/`` and ``test/`` JPEG of the subset, repeated in sorted order until
-there are exactly ``n`` (default 1,000) files (hidden files such as .DS_* left out: 802 distinct), as symbolic links in a temporary class-per-folder tree
+there are exactly ``n`` (default 1,000) files (hidden files such as .DS_* left out: 802 distinct), as
+symbolic links in a temporary class-per-folder tree
 (repeats get a ``rN_`` name prefix; nothing is copied).
 
 Models: the sample model (96 px, ``model_zoo/pretrained/wbc5_small_cnn.keras``) and an untrained
@@ -53,8 +54,12 @@ def real_data_root() -> Path | None:
 
 def build_real_folder(src: Path, dst: Path, n: int) -> dict:
     """Symlink the subset's train+test JPEGs (sorted) into ``dst/<class>/``, repeating up to ``n`` files."""
-    files = sorted(p for split in ("train", "test") for p in (src / split).glob("*/*")
-                   if p.suffix.lower() in (".jpg", ".jpeg", ".png") and not p.name.startswith("."))
+    files = sorted(
+        p
+        for split in ("train", "test")
+        for p in (src / split).glob("*/*")
+        if p.suffix.lower() in (".jpg", ".jpeg", ".png") and not p.name.startswith(".")
+    )
     if not files:
         raise RuntimeError(f"no images under {src}/train or {src}/test")
     for i in range(n):
@@ -112,15 +117,22 @@ def measure_model(model_path: Path, data: Path, reps: int, log) -> dict:
     pm = prepare_model(config, model_path, index)
     adapter, model = pm.adapter, pm.adapter.model
     bs = config.batch_size
-    res: dict = {"model": str(model_path.relative_to(ROOT)) if model_path.is_relative_to(ROOT) else model_path.name,
-                 "input_shape": list(adapter.input_shape), "resize": pm.resize, "scaling": pm.scaling,
-                 "n_images": n, "batch_size": bs, "workers": config.workers}
+    res: dict = {
+        "model": str(model_path.relative_to(ROOT)) if model_path.is_relative_to(ROOT) else model_path.name,
+        "input_shape": list(adapter.input_shape),
+        "resize": pm.resize,
+        "scaling": pm.scaling,
+        "n_images": n,
+        "batch_size": bs,
+        "workers": config.workers,
+    }
     # warm-up: trace the tf.function and model.predict once
     tiny = type(index)(index.root, index.source, index.samples[:64], (), index.labels, ())
     clean_pass(pm, tiny, config, QUIET)
     images = [load_sample(i, s).image for i, s in enumerate(index.samples)]
-    x = np.concatenate([adapter.prepare(images[i:i + bs], resize=pm.resize, scaling=pm.scaling)
-                        for i in range(0, n, bs)])
+    x = np.concatenate(
+        [adapter.prepare(images[i : i + bs], resize=pm.resize, scaling=pm.scaling) for i in range(0, n, bs)]
+    )
     model.predict(x[:64], batch_size=32, verbose=0)
 
     def t_clean():
@@ -142,11 +154,13 @@ def measure_model(model_path: Path, data: Path, reps: int, log) -> dict:
     def t_resize():
         t = time.perf_counter()
         for i in range(0, n, bs):
-            adapter.prepare(images[i:i + bs], resize=pm.resize, scaling=pm.scaling)
+            adapter.prepare(images[i : i + bs], resize=pm.resize, scaling=pm.scaling)
         return time.perf_counter() - t
 
-    runs: dict[str, list[float]] = {k: [] for k in ("clean_pass", "predict_2core", "decode_1core", "resize_1core",
-                                                    "predict_1core", "preprocessing_check")}
+    runs: dict[str, list[float]] = {
+        k: []
+        for k in ("clean_pass", "predict_2core", "decode_1core", "resize_1core", "predict_1core", "preprocessing_check")
+    }
     for r in range(reps):
         s, cp = t_clean()
         runs["clean_pass"].append(s)
@@ -158,27 +172,36 @@ def measure_model(model_path: Path, data: Path, reps: int, log) -> dict:
         t = time.perf_counter()
         run_preprocessing_check(pm, index, cp, config, QUIET)
         runs["preprocessing_check"].append(time.perf_counter() - t)
-        log(f"  round {r + 1}/{reps}: clean pass {s:.2f} s, predict {runs['predict_2core'][-1]:.2f} s, "
+        log(
+            f"  round {r + 1}/{reps}: clean pass {s:.2f} s, predict {runs['predict_2core'][-1]:.2f} s, "
             f"1 core: decode {runs['decode_1core'][-1]:.2f} + resize {runs['resize_1core'][-1]:.2f} + "
-            f"predict {runs['predict_1core'][-1]:.2f} s; check {runs['preprocessing_check'][-1]:.2f} s")
+            f"predict {runs['predict_1core'][-1]:.2f} s; check {runs['preprocessing_check'][-1]:.2f} s"
+        )
     med = {k: _median(v) for k, v in runs.items()}
     serial = med["decode_1core"] + med["resize_1core"] + med["predict_1core"]
     bound = max(med["decode_1core"] + med["resize_1core"], med["predict_1core"])
     # per round ratios too, so load bursts show
-    per_round_bound = [max(d + z, p) for d, z, p in zip(runs["decode_1core"], runs["resize_1core"],
-                                                         runs["predict_1core"])]
-    res.update({
-        "runs_s": {k: [round(v, 4) for v in vs] for k, vs in runs.items()}, "median_s": med,
-        "clean_pass_ips": round(n / med["clean_pass"], 1), "predict_2core_ips": round(n / med["predict_2core"], 1),
-        "serial_1core_s": round(serial, 4), "serial_1core_ips": round(n / serial, 1),
-        "overlap_bound_s": round(bound, 4), "overlap_bound_ips": round(n / bound, 1),
-        "clean_vs_predict": round(med["predict_2core"] / med["clean_pass"], 3),
-        "clean_vs_serial": round(serial / med["clean_pass"], 3),
-        "clean_vs_overlap_bound": round(bound / med["clean_pass"], 3),
-        "clean_vs_overlap_bound_per_round": [round(b / c, 3) for b, c in zip(per_round_bound, runs["clean_pass"])],
-        "check_share_of_clean_pass": round(med["preprocessing_check"] / med["clean_pass"], 3),
-        "preprocess_check_samples": config.preprocess_check_samples,
-    })
+    per_round_bound = [
+        max(d + z, p) for d, z, p in zip(runs["decode_1core"], runs["resize_1core"], runs["predict_1core"])
+    ]
+    res.update(
+        {
+            "runs_s": {k: [round(v, 4) for v in vs] for k, vs in runs.items()},
+            "median_s": med,
+            "clean_pass_ips": round(n / med["clean_pass"], 1),
+            "predict_2core_ips": round(n / med["predict_2core"], 1),
+            "serial_1core_s": round(serial, 4),
+            "serial_1core_ips": round(n / serial, 1),
+            "overlap_bound_s": round(bound, 4),
+            "overlap_bound_ips": round(n / bound, 1),
+            "clean_vs_predict": round(med["predict_2core"] / med["clean_pass"], 3),
+            "clean_vs_serial": round(serial / med["clean_pass"], 3),
+            "clean_vs_overlap_bound": round(bound / med["clean_pass"], 3),
+            "clean_vs_overlap_bound_per_round": [round(b / c, 3) for b, c in zip(per_round_bound, runs["clean_pass"])],
+            "check_share_of_clean_pass": round(med["preprocessing_check"] / med["clean_pass"], 3),
+            "preprocess_check_samples": config.preprocess_check_samples,
+        }
+    )
     return res
 
 
@@ -187,11 +210,16 @@ def real_bench(n: int = 1000, reps: int = 3, log=print) -> dict:
     src = real_data_root()
     if src is None:
         return {"skipped": "WBC_REAL_DATA not set"}
-    out: dict = {"data": str(src), "loadavg_start": _loadavg(), "definition": {
-        "overlap_bound_s": "max(decode_1core + resize_1core, predict_1core)",
-        "target": f"clean_pass_ips >= {OVERLAP_TARGET} * n / overlap_bound_s"}}
-    with tempfile.TemporaryDirectory(prefix="wbc-bench-real-") as tmp:
-        tmp = Path(tmp)
+    out: dict = {
+        "data": str(src),
+        "loadavg_start": _loadavg(),
+        "definition": {
+            "overlap_bound_s": "max(decode_1core + resize_1core, predict_1core)",
+            "target": f"clean_pass_ips >= {OVERLAP_TARGET} * n / overlap_bound_s",
+        },
+    }
+    with tempfile.TemporaryDirectory(prefix="wbc-bench-real-") as tmp_name:
+        tmp = Path(tmp_name)
         out["folder"] = build_real_folder(src, tmp / "data", n)
         models = [SAMPLE_MODEL, make_64px_model(tmp)]
         out["models"] = []
@@ -222,14 +250,34 @@ def table_rows(real: dict | None, add) -> None:
         tag = f"real {h}px ({m['n_images']} img, {f['distinct_files']} distinct)"
         med = m["median_s"]
         add(f"{tag}: clean pass", m["clean_pass_ips"], "img/s", f"{med['clean_pass']:.2f} s")
-        add(f"  bare model.predict, pre-decoded, 2 cores", m["predict_2core_ips"], "img/s",
-            f"clean/predict {m['clean_vs_predict']:.2f}")
-        add(f"  1 core: decode {med['decode_1core']:.2f} + resize {med['resize_1core']:.2f} + "
-            f"predict {med['predict_1core']:.2f} s (serial)", m["serial_1core_ips"], "img/s",
-            f"clean/serial {m['clean_vs_serial']:.2f}")
+        add(
+            "  bare model.predict, pre-decoded, 2 cores",
+            m["predict_2core_ips"],
+            "img/s",
+            f"clean/predict {m['clean_vs_predict']:.2f}",
+        )
+        add(
+            f"  1 core: decode {med['decode_1core']:.2f} + resize {med['resize_1core']:.2f} + "
+            f"predict {med['predict_1core']:.2f} s (serial)",
+            m["serial_1core_ips"],
+            "img/s",
+            f"clean/serial {m['clean_vs_serial']:.2f}",
+        )
         add("  overlap bound max(decode+resize, predict), 1 core each", m["overlap_bound_ips"], "img/s")
         ratio = m["clean_vs_overlap_bound"]
-        add("  clean pass / overlap bound (median times)", ratio, "", f">= {OVERLAP_TARGET}",
-            ratio >= OVERLAP_TARGET, "{:.2f}")
-        add("  preprocessing check / clean pass", m["check_share_of_clean_pass"], "",
-            f"{med['preprocessing_check']:.2f} s for {m['preprocess_check_samples']} img", None, "{:.2f}")
+        add(
+            "  clean pass / overlap bound (median times)",
+            ratio,
+            "",
+            f">= {OVERLAP_TARGET}",
+            ratio >= OVERLAP_TARGET,
+            "{:.2f}",
+        )
+        add(
+            "  preprocessing check / clean pass",
+            m["check_share_of_clean_pass"],
+            "",
+            f"{med['preprocessing_check']:.2f} s for {m['preprocess_check_samples']} img",
+            None,
+            "{:.2f}",
+        )

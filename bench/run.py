@@ -117,8 +117,11 @@ def generate(out: Path, n: int, *, seed: int = GEN_SEED, processes: int | None =
     for label in counts:
         (out / label).mkdir(parents=True, exist_ok=True)
     chunk = 250
-    jobs = [(str(out), label, lo, min(cnt, lo + chunk), seed)
-            for label, cnt in counts.items() for lo in range(0, cnt, chunk)]
+    jobs = [
+        (str(out), label, lo, min(cnt, lo + chunk), seed)
+        for label, cnt in counts.items()
+        for lo in range(0, cnt, chunk)
+    ]
     processes = processes or max(1, os.cpu_count() or 1)
     log(f"generating {n} 96x96 PNG images in {out} ({processes} processes)")
     t = time.perf_counter()
@@ -212,12 +215,17 @@ def run_measured(cmd: list[str], *, timeout: float, workdir: Path) -> dict:
     peak_poll = max((kib for _, kib in samples), default=0)
     peak_at = next((t for t, kib in samples if kib == peak_poll), None)
     res = {
-        "cmd": " ".join(str(c) for c in cmd), "rc": proc.returncode, "wall_s": round(wall, 3),
-        "timed_out": timed_out[0], "peak_rss_mib": round(rusage.ru_maxrss / 1024.0, 1),
+        "cmd": " ".join(str(c) for c in cmd),
+        "rc": proc.returncode,
+        "wall_s": round(wall, 3),
+        "timed_out": timed_out[0],
+        "peak_rss_mib": round(rusage.ru_maxrss / 1024.0, 1),
         "peak_rss_poll_mib": round(max(peak_poll, hwm[0]) / 1024.0, 1),
         "peak_at_s": round(peak_at, 2) if peak_at is not None else None,
-        "cpu_user_s": round(rusage.ru_utime, 2), "cpu_sys_s": round(rusage.ru_stime, 2),
-        "stdout": stdout, "stderr_tail": "\n".join(l for l in stderr.splitlines()[-15:]),
+        "cpu_user_s": round(rusage.ru_utime, 2),
+        "cpu_sys_s": round(rusage.ru_stime, 2),
+        "stdout": stdout,
+        "stderr_tail": "\n".join(stderr.splitlines()[-15:]),
     }
     if proc.returncode != 0 or timed_out[0]:
         why = f"timed out after {timeout:.0f} s" if timed_out[0] else f"exit code {proc.returncode}"
@@ -289,9 +297,13 @@ def throughput(data: Path, tiny: Path, n_naive: int, reps: int) -> dict:
     from auditor.pipeline import clean_pass, prepare_model
     from auditor.progress import QUIET
 
-    res: dict = {"tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-                 "tf_inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
-                 "cv2_threads": cv2.getNumThreads(), "cpu_count": os.cpu_count(), "loadavg_start": loadavg()}
+    res: dict = {
+        "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "tf_inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        "cv2_threads": cv2.getNumThreads(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_start": loadavg(),
+    }
     config = AuditConfig(model_paths=(MODEL,), data_path=data)
     index = discover(data)
     n = len(index.samples)
@@ -325,11 +337,11 @@ def throughput(data: Path, tiny: Path, n_naive: int, reps: int) -> dict:
     prof["decode_1thread"] = _stage(min(n, 500), t0, c0)
     adapter.prepare(images[:bs], resize=pm.resize, scaling=pm.scaling)
     c0, t0 = _cpu(), time.perf_counter()
-    xs = [adapter.prepare(images[i:i + bs], resize=pm.resize, scaling=pm.scaling) for i in range(0, n, bs)]
+    xs = [adapter.prepare(images[i : i + bs], resize=pm.resize, scaling=pm.scaling) for i in range(0, n, bs)]
     prof["resize_scale_tf_image_resize"] = _stage(n, t0, c0)
     c0, t0 = _cpu(), time.perf_counter()
     for i in range(0, n, bs):
-        np.asarray(images[i:i + bs], dtype=np.float32)  # what prepare costs when no resize is needed
+        np.asarray(images[i : i + bs], dtype=np.float32)  # what prepare costs when no resize is needed
     prof["resize_skipped_astype_only"] = _stage(n, t0, c0)
     x = np.concatenate(xs)
     del xs, images
@@ -345,7 +357,7 @@ def throughput(data: Path, tiny: Path, n_naive: int, reps: int) -> dict:
     def forward_loop(batch: int) -> dict:
         c0, t0 = _cpu(), time.perf_counter()
         for i in range(0, n, batch):
-            adapter.forward(x[i:i + batch])
+            adapter.forward(x[i : i + batch])
         return _stage(n, t0, c0)
 
     def floor() -> dict:
@@ -358,14 +370,22 @@ def throughput(data: Path, tiny: Path, n_naive: int, reps: int) -> dict:
         cp = clean_pass(pm, index, cfg, QUIET)
         if len(cp.sample_idx) != n:
             raise RuntimeError(f"clean pass used {len(cp.sample_idx)} of {n} images")
-        return {"images_per_s": round(n / cp.seconds, 1), "cores_used": round((_cpu() - c0) / cp.seconds, 2),
-                "cpu_ms_per_image": round(1000 * (_cpu() - c0) / n, 3),
-                "wall_ms_per_image": round(1000 * cp.seconds / n, 3)}
+        return {
+            "images_per_s": round(n / cp.seconds, 1),
+            "cores_used": round((_cpu() - c0) / cp.seconds, 2),
+            "cpu_ms_per_image": round(1000 * (_cpu() - c0) / n, 3),
+            "wall_ms_per_image": round(1000 * cp.seconds / n, 3),
+        }
 
     runs: dict[str, list[dict]] = {}
-    plan = [("floor_model_predict_bs32", floor), ("forward_adapter_bs32", lambda: forward_loop(bs)),
-            ("clean_pass", lambda: cp_run(config)), ("forward_adapter_bs128", lambda: forward_loop(128)),
-            ("clean_pass_workers1", lambda: cp_run(cfg1)), ("clean_pass_batch128", lambda: cp_run(cfg128))]
+    plan = [
+        ("floor_model_predict_bs32", floor),
+        ("forward_adapter_bs32", lambda: forward_loop(bs)),
+        ("clean_pass", lambda: cp_run(config)),
+        ("forward_adapter_bs128", lambda: forward_loop(128)),
+        ("clean_pass_workers1", lambda: cp_run(cfg1)),
+        ("clean_pass_batch128", lambda: cp_run(cfg128)),
+    ]
     for _ in range(reps):
         for name, fn in plan:
             runs.setdefault(name, []).append(fn())
@@ -380,20 +400,23 @@ def throughput(data: Path, tiny: Path, n_naive: int, reps: int) -> dict:
     res["clean_pass_ips"] = best["clean_pass"]["images_per_s"]
     res["clean_pass_workers1_ips"] = best["clean_pass_workers1"]["images_per_s"]
     res["clean_pass_batch128_ips"] = best["clean_pass_batch128"]["images_per_s"]
-    res["clean_vs_floor_per_round"] = [round(c["images_per_s"] / f["images_per_s"], 3) for c, f in
-                                       zip(runs["clean_pass"], runs["floor_model_predict_bs32"])]
+    res["clean_vs_floor_per_round"] = [
+        round(c["images_per_s"] / f["images_per_s"], 3)
+        for c, f in zip(runs["clean_pass"], runs["floor_model_predict_bs32"])
+    ]
     res["clean_vs_floor_median_round"] = float(np.median(res["clean_vs_floor_per_round"]))
 
     dec, rsz, fwd = prof["decode_1thread"], prof["resize_scale_tf_image_resize"], prof["forward_adapter_tf_function"]
     per_img_cpu = dec["cpu_ms_per_image"] + rsz["cpu_ms_per_image"] + fwd["cpu_ms_per_image"]
     # nothing overlapped: decode (1 thread) + resize + forward one after the other
-    res["serial_sum_ips"] = round(1000.0 / (dec["wall_ms_per_image"] + rsz["wall_ms_per_image"]
-                                            + fwd["wall_ms_per_image"]), 1)
+    res["serial_sum_ips"] = round(
+        1000.0 / (dec["wall_ms_per_image"] + rsz["wall_ms_per_image"] + fwd["wall_ms_per_image"]), 1
+    )
     # ideal pipeline: decoding fully hidden behind the main thread's resize + forward, unless the CPUs
     # cannot hold all the work (total CPU time per image / cores)
     ideal_ms = max(rsz["wall_ms_per_image"] + fwd["wall_ms_per_image"], per_img_cpu / (os.cpu_count() or 1))
     res["ideal_pipeline_ips"] = round(1000.0 / ideal_ms, 1)
-    del x
+    x = None  # free the arrays (the closures above hold the name)
 
     # --- naive: per file imread + resize + model.predict of one image
     h, w, _ = adapter.input_shape
@@ -442,8 +465,12 @@ def analyses_unit(n: int = 100_000, k: int = 8, reps: int = 3) -> dict:
 def _stage(n: int, t0: float, c0: float) -> dict:
     wall = time.perf_counter() - t0
     cpu = _cpu() - c0
-    return {"images_per_s": round(n / wall, 1), "wall_ms_per_image": round(1000 * wall / n, 3),
-            "cpu_ms_per_image": round(1000 * cpu / n, 3), "cores_used": round(cpu / wall, 2)}
+    return {
+        "images_per_s": round(n / wall, 1),
+        "wall_ms_per_image": round(1000 * wall / n, 3),
+        "cpu_ms_per_image": round(1000 * cpu / n, 3),
+        "cores_used": round(cpu / wall, 2),
+    }
 
 
 # ------------------------------------------------------------------------------------ table
@@ -464,8 +491,16 @@ def build_table(r: dict, args) -> list[dict]:
         rows.append({"metric": metric, "value": value, "text": text, "target": target, "status": status(ok)})
 
     def err(metric, section):
-        rows.append({"metric": metric, "value": None, "text": "ERROR", "target": "",
-                     "status": "ERROR", "error": r["errors"][section].splitlines()[-1][:200]})
+        rows.append(
+            {
+                "metric": metric,
+                "value": None,
+                "text": "ERROR",
+                "target": "",
+                "status": "ERROR",
+                "error": r["errors"][section].splitlines()[-1][:200],
+            }
+        )
 
     tp = r.get("throughput")
     if tp:
@@ -477,29 +512,52 @@ def build_table(r: dict, args) -> list[dict]:
             add(f"clean pass, --workers 1 (default {tp['workers']})", tp["clean_pass_workers1_ips"], "img/s")
         add("clean pass, --batch-size 128", tp["clean_pass_batch128_ips"], "img/s")
         prof = tp["profile"]
-        for key, label in (("decode_threads", "decode+sha256 (iter_batches threads)"),
-                           ("decode_1thread", "decode+sha256, 1 thread"),
-                           ("resize_scale_tf_image_resize", "adapter.prepare (tf.image.resize)"),
-                           ("resize_skipped_astype_only", "astype float32 only (no resize)"),
-                           ("forward_adapter_tf_function", "adapter.forward bs32"),
-                           ("forward_adapter_batch128", "adapter.forward bs128")):
+        for key, label in (
+            ("decode_threads", "decode+sha256 (iter_batches threads)"),
+            ("decode_1thread", "decode+sha256, 1 thread"),
+            ("resize_scale_tf_image_resize", "adapter.prepare (tf.image.resize)"),
+            ("resize_skipped_astype_only", "astype float32 only (no resize)"),
+            ("forward_adapter_tf_function", "adapter.forward bs32"),
+            ("forward_adapter_batch128", "adapter.forward bs128"),
+        ):
             st = prof[key]
-            add(f"  stage: {label}", st["images_per_s"], "img/s",
-                f"{st['cpu_ms_per_image']:.2f} CPU-ms/img, {st['cores_used']:.1f} cores")
+            add(
+                f"  stage: {label}",
+                st["images_per_s"],
+                "img/s",
+                f"{st['cpu_ms_per_image']:.2f} CPU-ms/img, {st['cores_used']:.1f} cores",
+            )
         add(f"naive imread+predict per image ({tp['naive']['n']} img)", tp["naive_ips"], "img/s")
-        add("first clean pass: tracing overhead", tp["tracing_overhead_s"], "s",
+        add(
+            "first clean pass: tracing overhead",
+            tp["tracing_overhead_s"],
+            "s",
             f"load avg {tp['loadavg_start'][0]:.1f} -> {tp['loadavg_end'][0]:.1f}" if tp.get("loadavg_start") else "",
-            None, "{:.2f}")
+            None,
+            "{:.2f}",
+        )
         # pass/fail on the median of the per-round ratios: each round runs floor and clean pass back to
         # back, so a burst of load from other processes does not decide the verdict
         med = tp["clean_vs_floor_median_round"]
-        add("clean pass / floor (median of paired rounds)", med, "", f">= {CLEAN_VS_FLOOR_TARGET}",
-            med >= CLEAN_VS_FLOOR_TARGET, "{:.2f}")
+        add(
+            "clean pass / floor (median of paired rounds)",
+            med,
+            "",
+            f">= {CLEAN_VS_FLOOR_TARGET}",
+            med >= CLEAN_VS_FLOOR_TARGET,
+            "{:.2f}",
+        )
         add("  per round", ", ".join(f"{v:.2f}" for v in tp["clean_vs_floor_per_round"]))
         add("clean pass / floor (best of each)", tp["clean_pass_ips"] / tp["floor_ips"], "", "", None, "{:.2f}")
         add("clean pass / forward-only", tp["clean_pass_ips"] / tp["forward_only_ips"], "", "", None, "{:.2f}")
-        add("clean pass / ideal pipeline (decode hidden)", tp["clean_pass_ips"] / tp["ideal_pipeline_ips"], "",
-            f"ideal {tp['ideal_pipeline_ips']:.0f} img/s", None, "{:.2f}")
+        add(
+            "clean pass / ideal pipeline (decode hidden)",
+            tp["clean_pass_ips"] / tp["ideal_pipeline_ips"],
+            "",
+            f"ideal {tp['ideal_pipeline_ips']:.0f} img/s",
+            None,
+            "{:.2f}",
+        )
         ratio_n = tp["clean_pass_ips"] / tp["naive_ips"]
         add("clean pass / naive", ratio_n, "x", "> 1", ratio_n > 1, "{:.1f}")
     elif "throughput" in r["errors"]:
@@ -510,13 +568,21 @@ def build_table(r: dict, args) -> list[dict]:
         add("make demo audit: wall (100 img, html+pdf+json)", demo["wall_s"], "s")
         imp = r.get("tf_import_s")
         if imp:
-            add("  of which python -c 'import tensorflow'", min(imp), "s",
-                f"{100 * min(imp) / demo['wall_s']:.0f}% of the demo")
+            add(
+                "  of which python -c 'import tensorflow'",
+                min(imp),
+                "s",
+                f"{100 * min(imp) / demo['wall_s']:.0f}% of the demo",
+            )
         probe = (r.get("baseline") or {}).get("probe")
         if probe:
             start = probe["import_s"] + probe["load_s"] + probe["first_forward_s"]
-            add("  of which TF import + model load + tracing", start, "s",
-                f"{100 * start / demo['wall_s']:.0f}% of the demo")
+            add(
+                "  of which TF import + model load + tracing",
+                start,
+                "s",
+                f"{100 * start / demo['wall_s']:.0f}% of the demo",
+            )
         t = demo.get("timings_seconds", {})
         for key in ("model_pass", "preprocessing_check", "classification"):
             if key in t:
@@ -535,18 +601,36 @@ def build_table(r: dict, args) -> list[dict]:
         base = mem["baseline_mib"]
         add("baseline RSS: TF + model loaded + 1 batch", base, "MiB", fmt="{:.0f}")
         if "tiny" in mem:
-            add(f"peak RSS, audit of {mem['tiny']['n_images']} img (fixed cost)", mem["tiny"]["peak_rss_mib"], "MiB",
-                f"+{mem['tiny']['peak_rss_mib'] - base:.0f} MiB", None, "{:.0f}")
+            add(
+                f"peak RSS, audit of {mem['tiny']['n_images']} img (fixed cost)",
+                mem["tiny"]["peak_rss_mib"],
+                "MiB",
+                f"+{mem['tiny']['peak_rss_mib'] - base:.0f} MiB",
+                None,
+                "{:.0f}",
+            )
         for key in ("small", "large"):
             if key in mem:
                 m = mem[key]
                 above = m["peak_rss_mib"] - base
-                add(f"peak RSS above baseline, {m['n_images']} img", above, "MiB",
-                    f"< {MEMORY_TARGET_MIB:.0f} MiB", above < MEMORY_TARGET_MIB, "{:.0f}")
+                add(
+                    f"peak RSS above baseline, {m['n_images']} img",
+                    above,
+                    "MiB",
+                    f"< {MEMORY_TARGET_MIB:.0f} MiB",
+                    above < MEMORY_TARGET_MIB,
+                    "{:.0f}",
+                )
         if "small" in mem and "large" in mem:
             growth = mem["large"]["peak_rss_mib"] - mem["small"]["peak_rss_mib"]
-            add(f"peak growth {mem['small']['n_images']} -> {mem['large']['n_images']} img", growth, "MiB",
-                f"< {GROWTH_TARGET_MIB:.0f} MiB", growth < GROWTH_TARGET_MIB, "{:+.0f}")
+            add(
+                f"peak growth {mem['small']['n_images']} -> {mem['large']['n_images']} img",
+                growth,
+                "MiB",
+                f"< {GROWTH_TARGET_MIB:.0f} MiB",
+                growth < GROWTH_TARGET_MIB,
+                "{:+.0f}",
+            )
         if "large" in mem:
             m = mem["large"]
             add(f"audit of {m['n_images']} img: wall (json+html)", m["wall_s"], "s")
@@ -562,8 +646,14 @@ def build_table(r: dict, args) -> list[dict]:
             err(section, section)
     au = r.get("analyses_unit")
     if au:
-        add(f"analyses: Fisher+calibration+selective, {au['n']:,} img x {au['k']} classes", au["seconds"], "s",
-            "< 2 s", au["seconds"] < 2.0, "{:.2f}")
+        add(
+            f"analyses: Fisher+calibration+selective, {au['n']:,} img x {au['k']} classes",
+            au["seconds"],
+            "s",
+            "< 2 s",
+            au["seconds"] < 2.0,
+            "{:.2f}",
+        )
     elif "analyses_unit" in r["errors"]:
         err("analyses unit benchmark", "analyses_unit")
     if "generate" in r["errors"]:
@@ -583,12 +673,20 @@ def run_real(n: int, reps: int) -> dict:
 
 def main_real_only(args, t_start: float) -> int:
     """``--real-only``: the real-JPEG rows alone, written to ``<out>/bench.json`` under ``real``."""
-    r: dict = {"meta": {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv[1:], "real_only": True,
-                        "cpu_count": os.cpu_count(), "platform": platform.platform(),
-                        "loadavg_start": loadavg()}, "errors": {}}
+    r: dict = {
+        "meta": {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "argv": sys.argv[1:],
+            "real_only": True,
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "loadavg_start": loadavg(),
+        },
+        "errors": {},
+    }
     try:
         r["real"] = run_real(args.real_images, 3)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         r["errors"]["real"] = f"{type(exc).__name__}: {exc}\n" + traceback.format_exc(limit=3)
     r["meta"]["loadavg_end"] = loadavg()
     r["meta"]["bench_seconds"] = round(time.perf_counter() - t_start, 1)
@@ -597,8 +695,10 @@ def main_real_only(args, t_start: float) -> int:
     r["table"] = [{k: v for k, v in row.items() if k != "text"} | {"value_text": row["text"]} for row in rows]
     out_json = args.out / "bench.json"
     out_json.write_text(json.dumps(r, indent=2, default=str) + "\n", encoding="utf-8")
-    print(f"\nwbc-audit bench (real JPEGs only; {os.cpu_count()} CPUs; load avg {r['meta']['loadavg_start']} -> "
-          f"{r['meta']['loadavg_end']}; {r['meta']['bench_seconds']:.0f} s)")
+    print(
+        f"\nwbc-audit bench (real JPEGs only; {os.cpu_count()} CPUs; load avg {r['meta']['loadavg_start']} -> "
+        f"{r['meta']['loadavg_end']}; {r['meta']['bench_seconds']:.0f} s)"
+    )
     if rows:
         print_table(rows)
     print(f"\nresults: {out_json}")
@@ -613,8 +713,16 @@ def _add_real_rows(r: dict, rows: list[dict]) -> None:
         rows.append({"metric": metric, "value": value, "text": text, "target": target, "status": status(ok)})
 
     if "real" in r["errors"]:
-        rows.append({"metric": "real JPEGs", "value": None, "text": "ERROR", "target": "", "status": "ERROR",
-                     "error": r["errors"]["real"].splitlines()[-1][:200]})
+        rows.append(
+            {
+                "metric": "real JPEGs",
+                "value": None,
+                "text": "ERROR",
+                "target": "",
+                "status": "ERROR",
+                "error": r["errors"]["real"].splitlines()[-1][:200],
+            }
+        )
     else:
         table_rows(r.get("real"), add)
 
@@ -639,15 +747,24 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small run (~2 min): 2,000 images, 500 for throughput")
     ap.add_argument("--images", type=int, default=None, help="images in the big memory audit [20000; quick 2000]")
-    ap.add_argument("--small-images", type=int, default=None,
-                    help="images in the small memory audit and the throughput test [2000; quick 500]")
+    ap.add_argument(
+        "--small-images",
+        type=int,
+        default=None,
+        help="images in the small memory audit and the throughput test [2000; quick 500]",
+    )
     ap.add_argument("--naive-images", type=int, default=None, help="images timed in the naive loop [200; quick 50]")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="where bench.json goes")
-    ap.add_argument("--real-only", action="store_true",
-                    help="only the rows on real JPEGs (WBC_REAL_DATA=.../pbc5; ~2 min)")
+    ap.add_argument(
+        "--real-only", action="store_true", help="only the rows on real JPEGs (WBC_REAL_DATA=.../pbc5; ~2 min)"
+    )
     ap.add_argument("--real-images", type=int, default=1000, help="real files timed (repeats past 803) [1000]")
-    ap.add_argument("--data-dir", type=Path, default=None,
-                    help="keep the generated images here and reuse them next time (default: a temp folder, removed)")
+    ap.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="keep the generated images here and reuse them next time (default: a temp folder, removed)",
+    )
     args = ap.parse_args(argv)
     n_large = args.images or (2000 if args.quick else 20000)
     n_small = args.small_images or (500 if args.quick else 2000)
@@ -665,18 +782,30 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="wbc-bench-"))
     data_root = args.data_dir or (tmp / "data")
     data_root.mkdir(parents=True, exist_ok=True)
-    r: dict = {"meta": {
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv[1:], "quick": args.quick,
-        "n_large": n_large, "n_small": n_small, "n_naive": n_naive, "n_tiny": n_tiny, "repeats": reps,
-        "cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-        "loadavg_start": loadavg(), "model": str(MODEL.relative_to(ROOT)),
-    }, "errors": {}}
+    r: dict = {
+        "meta": {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "argv": sys.argv[1:],
+            "quick": args.quick,
+            "n_large": n_large,
+            "n_small": n_small,
+            "n_naive": n_naive,
+            "n_tiny": n_tiny,
+            "repeats": reps,
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "loadavg_start": loadavg(),
+            "model": str(MODEL.relative_to(ROOT)),
+        },
+        "errors": {},
+    }
     log(f"temp folder {tmp}; load average {r['meta']['loadavg_start']} (other work on the machine skews timings)")
 
     def section(name: str, fn, *a, **kw):
         try:
             return fn(*a, **kw)
-        except Exception as exc:  # noqa: BLE001 - one failing section must not hide the others
+        except Exception as exc:
             r["errors"][name] = f"{type(exc).__name__}: {exc}\n" + traceback.format_exc(limit=3)
             log(f"{name} FAILED: {type(exc).__name__}: {exc}")
             return None
@@ -707,8 +836,9 @@ def main(argv: list[str] | None = None) -> int:
         log("make demo's audit (CLI, all formats)")
         r["demo"] = section("demo", cli_audit, DEMO_DATA, tmp / "demo-out", formats=None, quiet=False, timeout=600)
         log("the same audit without the PDF (html,json)")
-        r["demo_no_pdf"] = section("demo_no_pdf", cli_audit, DEMO_DATA, tmp / "demo-out-nopdf", formats="json,html",
-                                   quiet=False, timeout=600)
+        r["demo_no_pdf"] = section(
+            "demo_no_pdf", cli_audit, DEMO_DATA, tmp / "demo-out-nopdf", formats="json,html", quiet=False, timeout=600
+        )
 
         # 3. memory of whole audits
         mem: dict = {}
@@ -719,14 +849,17 @@ def main(argv: list[str] | None = None) -> int:
             if key == "large" and n_large == n_small:
                 continue
             log(f"audit of {n} images (json,html, --quiet) with peak-RSS tracking")
-            m = section(f"memory.{key}", cli_audit, data, tmp / f"audit-{key}", formats="json,html", quiet=True,
-                        timeout=1200)
+            m = section(
+                f"memory.{key}", cli_audit, data, tmp / f"audit-{key}", formats="json,html", quiet=True, timeout=1200
+            )
             if m:
                 m["n_images"] = m.get("n_images") or n
                 mem[key] = m
                 if base:
-                    log(f"  peak RSS {m['peak_rss_mib']:.0f} MiB (+{m['peak_rss_mib'] - base['peak_rss_mib']:.0f} "
-                        f"over baseline), wall {m['wall_s']:.1f} s")
+                    log(
+                        f"  peak RSS {m['peak_rss_mib']:.0f} MiB (+{m['peak_rss_mib'] - base['peak_rss_mib']:.0f} "
+                        f"over baseline), wall {m['wall_s']:.1f} s"
+                    )
         if n_large == n_small and "small" in mem:
             mem["large"] = mem["small"]
         r["memory"] = mem if "baseline_mib" in mem else None
@@ -755,9 +888,11 @@ def main(argv: list[str] | None = None) -> int:
     out_json = args.out / "bench.json"
     out_json.write_text(json.dumps(r, indent=2, default=str) + "\n", encoding="utf-8")
     print()
-    print(f"wbc-audit bench ({'quick' if args.quick else 'full'}; {os.cpu_count()} CPUs; "
-          f"load avg {r['meta']['loadavg_start']} -> {r['meta']['loadavg_end']}; "
-          f"{r['meta']['bench_seconds']:.0f} s)")
+    print(
+        f"wbc-audit bench ({'quick' if args.quick else 'full'}; {os.cpu_count()} CPUs; "
+        f"load avg {r['meta']['loadavg_start']} -> {r['meta']['loadavg_end']}; "
+        f"{r['meta']['bench_seconds']:.0f} s)"
+    )
     print_table(rows)
     print(f"\nresults: {out_json}")
     failed = any(row["status"] in ("FAIL", "ERROR") for row in rows)

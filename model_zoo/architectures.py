@@ -60,8 +60,17 @@ def _image_input(input_size) -> keras.KerasTensor:
     return keras.Input(shape=(h, w, 3), name="image")
 
 
-def _conv_block(x, filters: int, kernel: int, name: str, *, n: int = 1, pool: bool = True,
-                dropout: float = 0.0, activation: str = "relu"):
+def _conv_block(
+    x,
+    filters: int,
+    kernel: int,
+    name: str,
+    *,
+    n: int = 1,
+    pool: bool = True,
+    dropout: float = 0.0,
+    activation: str = "relu",
+):
     for i in range(n):
         suffix = f"_{i + 1}" if n > 1 else ""
         x = layers.Conv2D(filters, kernel, padding="same", name=f"{name}_conv{suffix}")(x)
@@ -99,8 +108,9 @@ def wbc_cnn(input_size: Size = (128, 128), n_classes: int = 5, weights=None, see
     return _load_own_weights(keras.Model(inputs, outputs, name="wbc_cnn"), weights)
 
 
-def attention_cnn(input_size: Size = (128, 128), n_classes: int = 5, weights=None,
-                  seed: int | None = None) -> keras.Model:
+def attention_cnn(
+    input_size: Size = (128, 128), n_classes: int = 5, weights=None, seed: int | None = None
+) -> keras.Model:
     """The multi-head CNN study's model: two parallel convolution heads on the image, one with large
     (8x8) and one with small (5x5) kernels, each with BatchNorm, ReLU and max-pooling, concatenated;
     a 5x5 convolution block; an attention block (squeeze-and-excitation channel attention followed by a
@@ -131,8 +141,9 @@ def attention_cnn(input_size: Size = (128, 128), n_classes: int = 5, weights=Non
     return _load_own_weights(keras.Model(inputs, outputs, name="attention_cnn"), weights)
 
 
-def bloodmnist_cnn(input_size: Size = (28, 28), n_classes: int = 8, weights=None,
-                   seed: int | None = None) -> keras.Model:
+def bloodmnist_cnn(
+    input_size: Size = (28, 28), n_classes: int = 8, weights=None, seed: int | None = None
+) -> keras.Model:
     """The BloodMNIST study's small CNN: Conv 3x3 (32, ReLU, valid) + MaxPool, Conv 3x3 (64, ReLU,
     valid) + MaxPool, Flatten, Dense 128 (ReLU, dropout 0.5), softmax. 28x28 input and 8 classes by
     default (BloodMNIST's). Takes raw 0..255 pixels."""
@@ -150,8 +161,7 @@ def bloodmnist_cnn(input_size: Size = (28, 28), n_classes: int = 8, weights=None
     return _load_own_weights(keras.Model(inputs, outputs, name="bloodmnist_cnn"), weights)
 
 
-def leaky_cnn(input_size: Size = (128, 128), n_classes: int = 5, weights=None,
-              seed: int | None = None) -> keras.Model:
+def leaky_cnn(input_size: Size = (128, 128), n_classes: int = 5, weights=None, seed: int | None = None) -> keras.Model:
     """The 4-class WBC study's CNN: four blocks of Conv 3x3 (32, 64, 128, 256), LeakyReLU (slope 0.1),
     BatchNorm, MaxPool; Flatten; Dense 512, 256, 128 (ReLU) with dropout 0.5, 0.4, 0.3; softmax.
     Takes raw 0..255 pixels."""
@@ -190,8 +200,7 @@ def _base(application: Callable, input_size, weights, **kwargs) -> tuple[keras.K
     return inputs, base(inputs)
 
 
-def vgg16_head(input_size: Size = (224, 224), n_classes: int = 5, weights=None,
-               seed: int | None = None) -> keras.Model:
+def vgg16_head(input_size: Size = (224, 224), n_classes: int = 5, weights=None, seed: int | None = None) -> keras.Model:
     """The reference study's transfer model: a VGG16 base (nested, frozen when pretrained), Flatten,
     Dense 200 (ReLU), dropout 0.5, softmax. Expects ``caffe`` input (BGR minus the ImageNet means)."""
     _seed(seed)
@@ -203,8 +212,9 @@ def vgg16_head(input_size: Size = (224, 224), n_classes: int = 5, weights=None,
     return keras.Model(inputs, outputs, name="vgg16_head")
 
 
-def resnet50_head(input_size: Size = (224, 224), n_classes: int = 5, weights=None,
-                  seed: int | None = None) -> keras.Model:
+def resnet50_head(
+    input_size: Size = (224, 224), n_classes: int = 5, weights=None, seed: int | None = None
+) -> keras.Model:
     """The reference study's second transfer model: a ResNet50 base (nested, frozen when pretrained),
     Flatten, Dense 150 (ReLU), softmax. Expects ``caffe`` input (BGR minus the ImageNet means)."""
     _seed(seed)
@@ -215,8 +225,9 @@ def resnet50_head(input_size: Size = (224, 224), n_classes: int = 5, weights=Non
     return keras.Model(inputs, outputs, name="resnet50_head")
 
 
-def efficientnetb0_head(input_size: Size = (224, 224), n_classes: int = 5, weights=None,
-                        seed: int | None = None) -> keras.Model:
+def efficientnetb0_head(
+    input_size: Size = (224, 224), n_classes: int = 5, weights=None, seed: int | None = None
+) -> keras.Model:
     """The BCCD study's model: an EfficientNetB0 base (nested, frozen when pretrained; it rescales
     0..255 pixels itself), global average pooling, then four blocks of Dense (512, 256, 128, 64, ReLU),
     BatchNorm and dropout (0.4, 0.3, 0.3, 0.2); softmax. Takes raw 0..255 pixels."""
@@ -235,11 +246,14 @@ def efficientnetb0_head(input_size: Size = (224, 224), n_classes: int = 5, weigh
 # ---------------------------------------------------------------------------------------- registry
 
 
-def build(name: str, input_size=None, n_classes: int | None = None, weights=None, seed: int | None = None) -> keras.Model:
+def build(
+    name: str, input_size=None, n_classes: int | None = None, weights=None, seed: int | None = None
+) -> keras.Model:
     """Build architecture ``name`` (defaults: its default input size and class count)."""
     arch = get(name)
     size = arch.default_size if input_size is None else _size(input_size)
     if not arch.fits(size):
-        raise ValueError(f"{name} needs an input of at least {arch.min_size[0]}x{arch.min_size[1]}, "
-                         f"got {size[0]}x{size[1]}")
+        raise ValueError(
+            f"{name} needs an input of at least {arch.min_size[0]}x{arch.min_size[1]}, got {size[0]}x{size[1]}"
+        )
     return arch.build(size, arch.default_classes if n_classes is None else int(n_classes), weights=weights, seed=seed)

@@ -54,8 +54,9 @@ class _Group(click.Group):
             sys.exit(exc.exit_code)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-             epilog=EPILOG)
+@click.group(
+    cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EPILOG
+)
 def main():
     """The published white-blood-cell classifier architectures: list them, or train one on a
     class-per-folder image set into a model that wbc-audit can audit without options."""
@@ -74,8 +75,16 @@ def list_cmd(no_params):
             model = arch.build(arch.default_size, arch.default_classes)
             params = f"{model.count_params():,}"
             del model
-        rows.append((arch.name, params, "x".join(map(str, arch.default_size)), "x".join(map(str, arch.min_size)),
-                     arch.preprocess, arch.source))
+        rows.append(
+            (
+                arch.name,
+                params,
+                "x".join(map(str, arch.default_size)),
+                "x".join(map(str, arch.min_size)),
+                arch.preprocess,
+                arch.source,
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(c.rjust(w) if i == 1 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
@@ -84,29 +93,74 @@ def list_cmd(no_params):
 @main.command("train", epilog=EPILOG)
 @click.argument("arch", metavar="ARCH")
 @click.argument("train_dir", metavar="TRAIN_DIR", type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path), metavar="MODEL.keras",
-              help="Where to write the model; its sidecar MODEL.json, MODEL.history.csv and MODEL.curves.png "
-                   "go next to it.")
-@click.option("--val-dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
-              help="Validation folder with the same class folders (for early stopping).")
-@click.option("--val-split", type=float, default=None, metavar="F",
-              help="Fraction of TRAIN_DIR held out (seeded) for validation when there is no --val-dir [0.2].")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    metavar="MODEL.keras",
+    help="Where to write the model; its sidecar MODEL.json, MODEL.history.csv and MODEL.curves.png go next to it.",
+)
+@click.option(
+    "--val-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="DIR",
+    help="Validation folder with the same class folders (for early stopping).",
+)
+@click.option(
+    "--val-split",
+    type=float,
+    default=None,
+    metavar="F",
+    help="Fraction of TRAIN_DIR held out (seeded) for validation when there is no --val-dir [0.2].",
+)
 @click.option("--epochs", default=100, show_default=True, type=int, help="Most epochs (early stopping may end sooner).")
-@click.option("--patience", default=20, show_default=True, type=int,
-              help="Epochs without a lower validation loss before stopping.")
-@click.option("--input-size", default=None, metavar="H[xW]",
-              help="Input size in pixels [default: the architecture's, see wbc-zoo list].")
-@click.option("--class-weights/--no-class-weights", default=True, show_default=True,
-              help="Weigh classes inversely to their training counts.")
+@click.option(
+    "--patience",
+    default=20,
+    show_default=True,
+    type=int,
+    help="Epochs without a lower validation loss before stopping.",
+)
+@click.option(
+    "--input-size",
+    default=None,
+    metavar="H[xW]",
+    help="Input size in pixels [default: the architecture's, see wbc-zoo list].",
+)
+@click.option(
+    "--class-weights/--no-class-weights",
+    default=True,
+    show_default=True,
+    help="Weigh classes inversely to their training counts.",
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the split, augmentation and weights.")
 @click.option("--batch-size", default=32, show_default=True, type=int, help="Images per training step.")
 @click.option("--learning-rate", default=1e-3, show_default=True, type=float, help="Adam's initial learning rate.")
-@click.option("--weights", default=None, metavar="imagenet|FILE",
-              help="Initial weights: 'imagenet' for the ImageNet bases (downloads; the base is then frozen), "
-                   "or a weights file. Default: random, nothing is downloaded.")
+@click.option(
+    "--weights",
+    default=None,
+    metavar="imagenet|FILE",
+    help="Initial weights: 'imagenet' for the ImageNet bases (downloads; the base is then frozen), "
+    "or a weights file. Default: random, nothing is downloaded.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress display; errors still go to stderr.")
-def train_cmd(arch, train_dir, out, val_dir, val_split, epochs, patience, input_size, class_weights, seed,
-              batch_size, learning_rate, weights, quiet):
+def train_cmd(
+    arch,
+    train_dir,
+    out,
+    val_dir,
+    val_split,
+    epochs,
+    patience,
+    input_size,
+    class_weights,
+    seed,
+    batch_size,
+    learning_rate,
+    weights,
+    quiet,
+):
     """Train ARCH on TRAIN_DIR (one sub-folder per class) and write MODEL.keras with its sidecar,
     training history and curves. Prints the model path on stdout."""
     from .train import TrainConfig, parse_input_size, plan, train
@@ -114,10 +168,22 @@ def train_cmd(arch, train_dir, out, val_dir, val_split, epochs, patience, input_
     signal.signal(signal.SIGTERM, _terminate)
     try:
         size = parse_input_size(input_size) if input_size is not None else None
-        config = TrainConfig(arch=arch, train_dir=train_dir, out=out, val_dir=val_dir, val_split=val_split,
-                             epochs=epochs, input_size=size, class_weights=class_weights, seed=seed,
-                             batch_size=batch_size, patience=patience, learning_rate=learning_rate,
-                             weights=weights, verbose=not quiet)
+        config = TrainConfig(
+            arch=arch,
+            train_dir=train_dir,
+            out=out,
+            val_dir=val_dir,
+            val_split=val_split,
+            epochs=epochs,
+            input_size=size,
+            class_weights=class_weights,
+            seed=seed,
+            batch_size=batch_size,
+            patience=patience,
+            learning_rate=learning_rate,
+            weights=weights,
+            verbose=not quiet,
+        )
         the_plan = plan(config)
         _quiet_tensorflow_import()
         train(the_plan)
@@ -125,7 +191,7 @@ def train_cmd(arch, train_dir, out, val_dir, val_split, epochs, patience, input_
         _fail(exc.message, exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted; no model was written", 130)
-    except Exception as exc:  # noqa: BLE001 - an unexpected crash is a training failure, still one line
+    except Exception as exc:
         _fail(f"training failed: {type(exc).__name__}: {' '.join(str(exc).split())[:500]}", EXIT_AUDIT_FAILED)
     click.echo(str(out))
     sys.exit(EXIT_OK)

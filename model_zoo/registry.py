@@ -27,8 +27,12 @@ class Architecture:
     def build(self, input_size=None, n_classes: int | None = None, weights=None, seed: int | None = None):
         """``model_zoo.architectures.<name>(input_size, n_classes, weights=, seed=)`` with this entry's defaults."""
         builder = getattr(importlib.import_module("model_zoo.architectures"), self.name)
-        return builder(self.default_size if input_size is None else input_size,
-                       self.default_classes if n_classes is None else int(n_classes), weights=weights, seed=seed)
+        return builder(
+            self.default_size if input_size is None else input_size,
+            self.default_classes if n_classes is None else int(n_classes),
+            weights=weights,
+            seed=seed,
+        )
 
     @property
     def builder_doc(self) -> str:
@@ -40,19 +44,31 @@ class Architecture:
         return int(h) >= self.min_size[0] and int(w) >= self.min_size[1]
 
 
-ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
-    Architecture("wbc_cnn", (128, 128), (16, 16), "raw", 5, "the reference WBC trust study"),
-    Architecture("vgg16_head", (224, 224), (32, 32), "caffe", 5, "the reference WBC trust study",
-                 pretrained_base="VGG16"),
-    Architecture("resnet50_head", (224, 224), (32, 32), "caffe", 5, "the reference WBC trust study",
-                 pretrained_base="ResNet50"),
-    Architecture("efficientnetb0_head", (224, 224), (32, 32), "raw", 5, "a BCCD study",
-                 pretrained_base="EfficientNetB0"),
-    Architecture("attention_cnn", (128, 128), (8, 8), "raw", 5, "a multi-head CNN study"),
-    Architecture("bloodmnist_cnn", (28, 28), (10, 10), "raw", 8, "a BloodMNIST study"),
-    Architecture("leaky_cnn", (128, 128), (16, 16), "raw", 5, "a 4-class WBC study"),
-    Architecture("small_cnn", (96, 96), (16, 16), "raw", 5, "ours (the wbc-audit sample model)"),
-)}
+ARCHITECTURES: dict[str, Architecture] = {
+    a.name: a
+    for a in (
+        Architecture("wbc_cnn", (128, 128), (16, 16), "raw", 5, "the reference WBC trust study"),
+        Architecture(
+            "vgg16_head", (224, 224), (32, 32), "caffe", 5, "the reference WBC trust study", pretrained_base="VGG16"
+        ),
+        Architecture(
+            "resnet50_head",
+            (224, 224),
+            (32, 32),
+            "caffe",
+            5,
+            "the reference WBC trust study",
+            pretrained_base="ResNet50",
+        ),
+        Architecture(
+            "efficientnetb0_head", (224, 224), (32, 32), "raw", 5, "a BCCD study", pretrained_base="EfficientNetB0"
+        ),
+        Architecture("attention_cnn", (128, 128), (8, 8), "raw", 5, "a multi-head CNN study"),
+        Architecture("bloodmnist_cnn", (28, 28), (10, 10), "raw", 8, "a BloodMNIST study"),
+        Architecture("leaky_cnn", (128, 128), (16, 16), "raw", 5, "a 4-class WBC study"),
+        Architecture("small_cnn", (96, 96), (16, 16), "raw", 5, "ours (the wbc-audit sample model)"),
+    )
+}
 
 
 def get(name: str) -> Architecture:

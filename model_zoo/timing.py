@@ -43,15 +43,26 @@ def main(argv=None) -> int:
     for name in args.arch or registry.ARCHITECTURES:
         arch = registry.get(name)
         size = 28 if name == "bloodmnist_cnn" else max(args.size, arch.min_size[0])
-        cfg = TrainConfig(arch=name, train_dir=root / "train", val_dir=root / "val", out=root / "models" / f"{name}.keras",
-                          epochs=args.epochs, patience=args.epochs, input_size=(size, size), seed=0, verbose=False)
+        cfg = TrainConfig(
+            arch=name,
+            train_dir=root / "train",
+            val_dir=root / "val",
+            out=root / "models" / f"{name}.keras",
+            epochs=args.epochs,
+            patience=args.epochs,
+            input_size=(size, size),
+            seed=0,
+            verbose=False,
+        )
         sidecar = train(plan(cfg)).sidecar
         t = sidecar["training"]["epoch_seconds"]
         later = statistics.median(t[1:]) if len(t) > 1 else float("nan")
         rows.append((name, size, sidecar["training"]["param_count"], t[0], later))
         print(f"{name}: {size}x{size}, {sidecar['training']['param_count']:,} parameters, epochs {t}", file=sys.stderr)
-    print(f"\n{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), 500 training + 50 validation "
-          f"images, batch 32\n")
+    print(
+        f"\n{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), 500 training + 50 validation "
+        f"images, batch 32\n"
+    )
     print("| architecture | input | parameters | first epoch (s) | later epochs (s, median) |")
     print("| --- | --- | ---: | ---: | ---: |")
     for name, size, params, first, later in rows:

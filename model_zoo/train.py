@@ -41,8 +41,10 @@ from . import registry
 #: Extensions ``keras.utils.image_dataset_from_directory`` reads (it ignores .tif/.tiff).
 KERAS_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 DEFAULT_VAL_SPLIT = 0.2
-AUGMENTATION = ("random rotation up to 20 degrees, width/height shift up to 20 %, zoom up to 20 %, shear up to "
-                "0.2, horizontal and vertical flips, nearest fill")
+AUGMENTATION = (
+    "random rotation up to 20 degrees, width/height shift up to 20 %, zoom up to 20 %, shear up to "
+    "0.2, horizontal and vertical flips, nearest fill"
+)
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,11 @@ def _sha256(path: Path) -> str:
 def _folder(path: Path, what: str) -> FolderInfo:
     path = Path(path)
     if not path.is_dir():
-        raise input_error(path, "no such directory" if not path.exists() else "is not a directory",
-                          expected=f"a {what} folder with one sub-folder per class")
+        raise input_error(
+            path,
+            "no such directory" if not path.exists() else "is not a directory",
+            expected=f"a {what} folder with one sub-folder per class",
+        )
     index = discover(path)
     counts = Counter(s.label for s in index.samples if s.path.suffix.lower() in KERAS_EXTENSIONS)
     ignored = sum(1 for s in index.samples if s.path.suffix.lower() not in KERAS_EXTENSIONS)
@@ -126,13 +131,17 @@ def parse_input_size(text: str) -> tuple[int, int]:
 def plan(config: TrainConfig) -> Plan:
     """Check every input; raise a one-line InputError on the first problem. Does no training."""
     if config.arch not in registry.ARCHITECTURES:
-        raise input_error("ARCH", f"unknown architecture {config.arch!r}",
-                          expected="one of " + ", ".join(registry.ARCHITECTURES))
+        raise input_error(
+            "ARCH", f"unknown architecture {config.arch!r}", expected="one of " + ", ".join(registry.ARCHITECTURES)
+        )
     arch = registry.ARCHITECTURES[config.arch]
     size = arch.default_size if config.input_size is None else tuple(int(v) for v in config.input_size)
     if not arch.fits(size):
-        raise input_error("--input-size", f"{size[0]}x{size[1]} is too small for {arch.name}",
-                          expected=f"at least {arch.min_size[0]}x{arch.min_size[1]}")
+        raise input_error(
+            "--input-size",
+            f"{size[0]}x{size[1]} is too small for {arch.name}",
+            expected=f"at least {arch.min_size[0]}x{arch.min_size[1]}",
+        )
     out = Path(config.out)
     if out.suffix != ".keras":
         raise input_error("--out", f"{str(out)!r} does not end in .keras", expected="a MODEL.keras path")
@@ -149,51 +158,76 @@ def plan(config: TrainConfig) -> Plan:
     if config.weights is not None:
         if config.weights == "imagenet":
             if not arch.pretrained_base:
-                raise input_error("--weights", f"{arch.name} has no ImageNet weights",
-                                  expected="imagenet only for " + ", ".join(
-                                      a.name for a in registry.ARCHITECTURES.values() if a.pretrained_base))
+                raise input_error(
+                    "--weights",
+                    f"{arch.name} has no ImageNet weights",
+                    expected="imagenet only for "
+                    + ", ".join(a.name for a in registry.ARCHITECTURES.values() if a.pretrained_base),
+                )
         elif not Path(config.weights).is_file():
             raise input_error("--weights", f"{config.weights}: no such file", expected="imagenet or a weights file")
     if config.val_dir is not None and config.val_split is not None:
-        raise input_error("--val-split", "cannot be used together with --val-dir",
-                          hint="give either a validation folder or the fraction of TRAIN_DIR to hold out")
-    val_split = None if config.val_dir is not None else (
-        DEFAULT_VAL_SPLIT if config.val_split is None else float(config.val_split))
+        raise input_error(
+            "--val-split",
+            "cannot be used together with --val-dir",
+            hint="give either a validation folder or the fraction of TRAIN_DIR to hold out",
+        )
+    val_split = (
+        None
+        if config.val_dir is not None
+        else (DEFAULT_VAL_SPLIT if config.val_split is None else float(config.val_split))
+    )
     if val_split is not None and not (0.0 < val_split < 1.0):
         raise input_error("--val-split", f"is {val_split:g}", expected="a fraction strictly between 0 and 1")
 
     train = _folder(config.train_dir, "training")
     if len(train.class_names) < 2:
-        raise input_error(train.path, f"has {len(train.class_names)} class folder(s) "
-                          f"[{', '.join(train.class_names)}]; a classifier needs at least two",
-                          expected="one sub-folder per class, e.g. TRAIN_DIR/neutrophil/*.png")
+        raise input_error(
+            train.path,
+            f"has {len(train.class_names)} class folder(s) "
+            f"[{', '.join(train.class_names)}]; a classifier needs at least two",
+            expected="one sub-folder per class, e.g. TRAIN_DIR/neutrophil/*.png",
+        )
     empty = [c for c, n in train.counts.items() if n == 0]
     if empty:
-        raise input_error(train.path, f"class folder(s) [{', '.join(empty)}] hold no image Keras can read",
-                          expected="at least one " + "/".join(e.lstrip(".") for e in KERAS_EXTENSIONS)
-                          + " image per class")
+        raise input_error(
+            train.path,
+            f"class folder(s) [{', '.join(empty)}] hold no image Keras can read",
+            expected="at least one " + "/".join(e.lstrip(".") for e in KERAS_EXTENSIONS) + " image per class",
+        )
     notes = []
     if train.n_ignored:
-        notes.append(f"{train.path}: {train.n_ignored} .tif/.tiff image(s) ignored (Keras's folder loader does "
-                     "not read them)")
+        notes.append(
+            f"{train.path}: {train.n_ignored} .tif/.tiff image(s) ignored (Keras's folder loader does not read them)"
+        )
     val = None
     if config.val_dir is not None:
         val = _folder(config.val_dir, "validation")
         if tuple(val.class_names) != tuple(train.class_names):
-            raise input_error(val.path, "has classes that differ from the training folder's",
-                              expected=f"the same class folders; training: [{', '.join(train.class_names)}]; "
-                                       f"validation: [{', '.join(val.class_names)}]")
+            raise input_error(
+                val.path,
+                "has classes that differ from the training folder's",
+                expected=f"the same class folders; training: [{', '.join(train.class_names)}]; "
+                f"validation: [{', '.join(val.class_names)}]",
+            )
         if val.n_images == 0:
-            raise input_error(val.path, "holds no image Keras can read",
-                              expected="/".join(e.lstrip(".") for e in KERAS_EXTENSIONS) + " images")
+            raise input_error(
+                val.path,
+                "holds no image Keras can read",
+                expected="/".join(e.lstrip(".") for e in KERAS_EXTENSIONS) + " images",
+            )
         if val.n_ignored:
             notes.append(f"{val.path}: {val.n_ignored} .tif/.tiff image(s) ignored")
     else:
         n_val = int(val_split * train.n_images)  # what image_dataset_from_directory holds out
         if n_val < 1 or train.n_images - n_val < 1:
-            raise input_error("--val-split", f"{val_split:g} of {train.n_images} images leaves "
-                              f"{n_val} for validation and {train.n_images - n_val} for training",
-                              expected="at least one image on each side", hint="give --val-dir or more images")
+            raise input_error(
+                "--val-split",
+                f"{val_split:g} of {train.n_images} images leaves "
+                f"{n_val} for validation and {train.n_images - n_val} for training",
+                expected="at least one image on each side",
+                hint="give --val-dir or more images",
+            )
     return Plan(config, arch, (int(size[0]), int(size[1])), val_split, train, val, tuple(notes))
 
 
@@ -220,13 +254,16 @@ def augmenter(seed: int):
     import keras
     from keras import layers
 
-    return keras.Sequential([
-        layers.RandomRotation(20 / 360, fill_mode="nearest", seed=seed),
-        layers.RandomTranslation(0.2, 0.2, fill_mode="nearest", seed=seed + 1),
-        layers.RandomZoom(0.2, 0.2, fill_mode="nearest", seed=seed + 2),
-        layers.RandomShear(0.2, 0.2, fill_mode="nearest", seed=seed + 3),
-        layers.RandomFlip("horizontal_and_vertical", seed=seed + 4),
-    ], name="augment")
+    return keras.Sequential(
+        [
+            layers.RandomRotation(20 / 360, fill_mode="nearest", seed=seed),
+            layers.RandomTranslation(0.2, 0.2, fill_mode="nearest", seed=seed + 1),
+            layers.RandomZoom(0.2, 0.2, fill_mode="nearest", seed=seed + 2),
+            layers.RandomShear(0.2, 0.2, fill_mode="nearest", seed=seed + 3),
+            layers.RandomFlip("horizontal_and_vertical", seed=seed + 4),
+        ],
+        name="augment",
+    )
 
 
 def class_weights_of(counts: dict[str, int], class_names) -> dict[int, float]:
@@ -240,12 +277,20 @@ def _datasets(p: Plan):
     import tensorflow as tf
 
     cfg = p.config
-    common = {"labels": "inferred", "label_mode": "int", "class_names": list(p.train.class_names),
-              "color_mode": "rgb", "image_size": p.input_size, "interpolation": "bilinear",
-              "batch_size": cfg.batch_size, "verbose": False}
+    common = {
+        "labels": "inferred",
+        "label_mode": "int",
+        "class_names": list(p.train.class_names),
+        "color_mode": "rgb",
+        "image_size": p.input_size,
+        "interpolation": "bilinear",
+        "batch_size": cfg.batch_size,
+        "verbose": False,
+    }
     if p.val is None:
         train_ds, val_ds = keras.utils.image_dataset_from_directory(
-            str(p.train.path), shuffle=True, seed=cfg.seed, validation_split=p.val_split, subset="both", **common)
+            str(p.train.path), shuffle=True, seed=cfg.seed, validation_split=p.val_split, subset="both", **common
+        )
     else:
         train_ds = keras.utils.image_dataset_from_directory(str(p.train.path), shuffle=True, seed=cfg.seed, **common)
         val_ds = keras.utils.image_dataset_from_directory(str(p.val.path), shuffle=False, **common)
@@ -257,8 +302,9 @@ def _datasets(p: Plan):
     aug = augmenter(cfg.seed)
     scaling = p.arch.preprocess
     auto = tf.data.AUTOTUNE
-    train_ds = (train_ds.map(lambda x, y: (scale_tensor(aug(x, training=True), scaling), y), num_parallel_calls=auto)
-                .prefetch(auto))
+    train_ds = train_ds.map(
+        lambda x, y: (scale_tensor(aug(x, training=True), scaling), y), num_parallel_calls=auto
+    ).prefetch(auto)
     val_ds = val_ds.map(lambda x, y: (scale_tensor(x, scaling), y), num_parallel_calls=auto).cache().prefetch(auto)
     return train_ds, val_ds, {c: counts.get(c, 0) for c in p.train.class_names}, n_val
 
@@ -314,8 +360,12 @@ def _EpochTimer(store: list):
 
 def output_paths(out: Path) -> dict[str, Path]:
     out = Path(out)
-    return {"model": out, "sidecar": out.with_suffix(".json"),
-            "history": out.with_name(out.stem + ".history.csv"), "curves": out.with_name(out.stem + ".curves.png")}
+    return {
+        "model": out,
+        "sidecar": out.with_suffix(".json"),
+        "history": out.with_name(out.stem + ".history.csv"),
+        "curves": out.with_name(out.stem + ".curves.png"),
+    }
 
 
 @dataclass
@@ -351,8 +401,9 @@ def train(p: Plan) -> TrainResult:
         weights = {i: (v if v else 1.0) for i, v in weights.items()}
 
     model = p.arch.build(p.input_size, len(class_names), weights=cfg.weights, seed=cfg.seed)
-    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     paths = output_paths(cfg.out)
     paths["model"].parent.mkdir(parents=True, exist_ok=True)
     verbose = (1 if log.isatty() else 2) if cfg.verbose else 0
@@ -361,28 +412,41 @@ def train(p: Plan) -> TrainResult:
         ckpt = Path(tmp) / "best.weights.h5"
         callbacks = [
             _EpochTimer(epoch_seconds),
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True,
-                                          verbose=1 if cfg.verbose else 0),
-            keras.callbacks.ModelCheckpoint(str(ckpt), monitor="val_loss", save_best_only=True,
-                                            save_weights_only=True),
-            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(2, cfg.patience // 3),
-                                              min_lr=1e-5, verbose=0),
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=cfg.patience, restore_best_weights=True, verbose=1 if cfg.verbose else 0
+            ),
+            keras.callbacks.ModelCheckpoint(str(ckpt), monitor="val_loss", save_best_only=True, save_weights_only=True),
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.5, patience=max(2, cfg.patience // 3), min_lr=1e-5, verbose=0
+            ),
         ]
         if cfg.verbose:
-            print(f"training {p.arch.name} ({model.count_params():,} parameters) at {p.input_size[0]}x"
-                  f"{p.input_size[1]} on {sum(train_counts.values())} images, validating on {n_val}; "
-                  f"up to {cfg.epochs} epochs", file=log)
+            print(
+                f"training {p.arch.name} ({model.count_params():,} parameters) at {p.input_size[0]}x"
+                f"{p.input_size[1]} on {sum(train_counts.values())} images, validating on {n_val}; "
+                f"up to {cfg.epochs} epochs",
+                file=log,
+            )
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(log):  # Keras's progress display; stdout carries only the model path
-            hist = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks,
-                             class_weight=weights, shuffle=False, verbose=verbose)  # the data set shuffles
+            hist = model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=cfg.epochs,
+                callbacks=callbacks,
+                class_weight=weights,
+                shuffle=False,
+                verbose=verbose,
+            )  # the data set shuffles
         seconds = time.perf_counter() - t0
         if ckpt.is_file():  # the best epoch's weights (EarlyStopping restored them too; this is the record)
             model.load_weights(str(ckpt))
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     epochs_run = len(history["loss"])
     val_losses = history.get("val_loss", [])
-    best = int(np.nanargmin(val_losses)) if val_losses and not all(math.isnan(v) for v in val_losses) else epochs_run - 1
+    best = (
+        int(np.nanargmin(val_losses)) if val_losses and not all(math.isnan(v) for v in val_losses) else epochs_run - 1
+    )
     val_loss, val_acc = model.evaluate(val_ds, verbose=0)
 
     partial = paths["model"].with_name(f".{paths['model'].stem}.partial.keras")
@@ -392,36 +456,75 @@ def train(p: Plan) -> TrainResult:
     finally:
         partial.unlink(missing_ok=True)
 
-    sidecar = build_sidecar(p, class_names, train_counts, n_val, weights, epochs_run=epochs_run, best_epoch=best + 1,
-                            val_loss=float(val_loss), val_accuracy=float(val_acc), seconds=seconds,
-                            param_count=int(model.count_params()), epoch_seconds=epoch_seconds)
+    sidecar = build_sidecar(
+        p,
+        class_names,
+        train_counts,
+        n_val,
+        weights,
+        epochs_run=epochs_run,
+        best_epoch=best + 1,
+        val_loss=float(val_loss),
+        val_accuracy=float(val_acc),
+        seconds=seconds,
+        param_count=int(model.count_params()),
+        epoch_seconds=epoch_seconds,
+    )
     paths["sidecar"].write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
-    _write_history(history, paths["history"], paths["curves"],
-                   f"{p.arch.name} {p.input_size[0]}x{p.input_size[1]} on {p.train.path.name} (seed {cfg.seed})")
+    _write_history(
+        history,
+        paths["history"],
+        paths["curves"],
+        f"{p.arch.name} {p.input_size[0]}x{p.input_size[1]} on {p.train.path.name} (seed {cfg.seed})",
+    )
     if cfg.verbose:
-        print(f"epochs run: {epochs_run} (best {best + 1}); val_loss {val_loss:.4f}, val_accuracy {val_acc:.4f}; "
-              f"training took {seconds:.1f} s", file=log)
-        print(f"wrote {paths['model']}, {paths['sidecar'].name}, {paths['history'].name}, {paths['curves'].name}",
-              file=log)
+        print(
+            f"epochs run: {epochs_run} (best {best + 1}); val_loss {val_loss:.4f}, val_accuracy {val_acc:.4f}; "
+            f"training took {seconds:.1f} s",
+            file=log,
+        )
+        print(
+            f"wrote {paths['model']}, {paths['sidecar'].name}, {paths['history'].name}, {paths['curves'].name}",
+            file=log,
+        )
     return TrainResult(model, sidecar, history, paths)
 
 
-def build_sidecar(p: Plan, class_names, train_counts, n_val, weights, *, epochs_run, best_epoch, val_loss,
-                  val_accuracy, seconds, param_count, epoch_seconds=()) -> dict:
+def build_sidecar(
+    p: Plan,
+    class_names,
+    train_counts,
+    n_val,
+    weights,
+    *,
+    epochs_run,
+    best_epoch,
+    val_loss,
+    val_accuracy,
+    seconds,
+    param_count,
+    epoch_seconds=(),
+) -> dict:
     import keras
     import tensorflow as tf
 
     cfg = p.config
     counts = ", ".join(f"{c} {n}" for c, n in train_counts.items())
     if p.val is None:
-        val_text = (f"a seeded {p.val_split:.0%} of that folder ({n_val} images) was held out for validation "
-                    "and early stopping")
+        val_text = (
+            f"a seeded {p.val_split:.0%} of that folder ({n_val} images) was held out for validation and early stopping"
+        )
         validation = {"source": "split", "val_split": p.val_split, "n_images": n_val}
     else:
-        val_text = (f"validation and early stopping on {p.val.path} ({p.val.n_images} images, fingerprint "
-                    f"{p.val.fingerprint})")
-        validation = {"source": "folder", "path": str(p.val.path), "n_images": p.val.n_images,
-                      "data_fingerprint": p.val.fingerprint}
+        val_text = (
+            f"validation and early stopping on {p.val.path} ({p.val.n_images} images, fingerprint {p.val.fingerprint})"
+        )
+        validation = {
+            "source": "folder",
+            "path": str(p.val.path),
+            "n_images": p.val.n_images,
+            "data_fingerprint": p.val.fingerprint,
+        }
     if not p.arch.pretrained_base:
         base = ""
     elif cfg.weights is None:
@@ -442,11 +545,13 @@ def build_sidecar(p: Plan, class_names, train_counts, n_val, weights, *, epochs_
         "intended_use": (
             f"{p.arch.name} ({p.arch.source}) trained by wbc-zoo to classify single-cell RGB images into "
             f"{len(class_names)} classes ({', '.join(class_names)}). {base}For evaluation and research; "
-            "not a medical device unless validated as one."),
+            "not a medical device unless validated as one."
+        ),
         "training_data": (
             f"{p.train.path}: {sum(train_counts.values())} training images ({counts}); folder fingerprint "
             f"{p.train.fingerprint} (SHA-256 over relative path, label and content hash of every image, as "
-            f"wbc-audit computes it); {val_text}. Augmentation: {AUGMENTATION}."),
+            f"wbc-audit computes it); {val_text}. Augmentation: {AUGMENTATION}."
+        ),
         "training": {
             "seed": cfg.seed,
             "epochs_run": epochs_run,

@@ -20,11 +20,11 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # CPU only: reproducible and as documented
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import keras  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-from model_zoo.small_cnn import build_small_cnn  # noqa: E402
+from model_zoo.small_cnn import build_small_cnn
 
 IMAGE_SIZE = (96, 96)
 BATCH_SIZE = 32
@@ -32,22 +32,38 @@ VALIDATION_SPLIT = 0.2
 
 
 def _load(data: Path, seed: int):
-    common = dict(image_size=IMAGE_SIZE, interpolation="bilinear", label_mode="int", batch_size=BATCH_SIZE,
-                  seed=seed, shuffle=True, validation_split=VALIDATION_SPLIT)
+    common = dict(
+        image_size=IMAGE_SIZE,
+        interpolation="bilinear",
+        label_mode="int",
+        batch_size=BATCH_SIZE,
+        seed=seed,
+        shuffle=True,
+        validation_split=VALIDATION_SPLIT,
+    )
     train = keras.utils.image_dataset_from_directory(data / "train", subset="training", **common)
     val = keras.utils.image_dataset_from_directory(data / "train", subset="validation", **common)
-    test = keras.utils.image_dataset_from_directory(data / "test", image_size=IMAGE_SIZE, interpolation="bilinear",
-                                                    label_mode="int", batch_size=BATCH_SIZE, shuffle=False)
+    test = keras.utils.image_dataset_from_directory(
+        data / "test",
+        image_size=IMAGE_SIZE,
+        interpolation="bilinear",
+        label_mode="int",
+        batch_size=BATCH_SIZE,
+        shuffle=False,
+    )
     if not (train.class_names == val.class_names == test.class_names):
         raise SystemExit(f"class folders differ between train and test: {train.class_names} vs {test.class_names}")
     return train, val, test
 
 
 def _augmenter(seed: int) -> keras.Sequential:
-    return keras.Sequential([
-        keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
-        keras.layers.RandomRotation(0.5, fill_mode="reflect", seed=seed + 1),
-    ], name="augment")
+    return keras.Sequential(
+        [
+            keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
+            keras.layers.RandomRotation(0.5, fill_mode="reflect", seed=seed + 1),
+        ],
+        name="augment",
+    )
 
 
 def train(data: Path, out: Path, seed: int, epochs: int, patience: int) -> dict:
@@ -61,14 +77,15 @@ def train(data: Path, out: Path, seed: int, epochs: int, patience: int) -> dict:
     val_ds = val_ds.cache()
 
     model = build_small_cnn(IMAGE_SIZE, len(class_names), seed=seed)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
-    slow = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(2, patience // 3),
-                                             min_lr=1e-5, verbose=0)
+    slow = keras.callbacks.ReduceLROnPlateau(
+        monitor="val_loss", factor=0.5, patience=max(2, patience // 3), min_lr=1e-5, verbose=0
+    )
     t0 = time.perf_counter()
-    hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=[stop, slow],
-                     shuffle=False, verbose=2)  # shuffling is done by the data set itself
+    hist = model.fit(
+        train_ds, validation_data=val_ds, epochs=epochs, callbacks=[stop, slow], shuffle=False, verbose=2
+    )  # shuffling is done by the data set itself
     train_s = time.perf_counter() - t0
     epochs_run = len(hist.history["loss"])
     best = int(np.argmin(hist.history["val_loss"]))
@@ -87,13 +104,15 @@ def train(data: Path, out: Path, seed: int, epochs: int, patience: int) -> dict:
         "intended_use": (
             "Demonstration model for wbc-audit only: classifies 96x96 RGB crops of a single white blood "
             "cell (basophil, eosinophil, lymphocyte, monocyte, neutrophil) from synthetic Wright-Giemsa-like "
-            "smear images. Not a medical device; not validated on real patient images."),
+            "smear images. Not a medical device; not validated on real patient images."
+        ),
         "training_data": (
             f"sample_data/wbc5/train: synthetic images drawn by sample_data.generator (default site style, "
             f"seed {seed}); 60 images per class, of which 6 in total are deliberately mislabelled "
             f"(see sample_data/wbc5/manifest.json). A seeded {int(VALIDATION_SPLIT * 100)} % of the "
             f"training folder was held out for validation / early stopping. Light augmentation: random "
-            f"flips and rotations."),
+            f"flips and rotations."
+        ),
         "training": {
             "seed": seed,
             "epochs_run": epochs_run,
@@ -106,8 +125,10 @@ def train(data: Path, out: Path, seed: int, epochs: int, patience: int) -> dict:
         },
     }
     out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
-    print(f"epochs run: {epochs_run} (best {best + 1}); val_loss {val_loss:.4f} val_accuracy {val_acc:.4f}; "
-          f"training took {train_s:.1f} s")
+    print(
+        f"epochs run: {epochs_run} (best {best + 1}); val_loss {val_loss:.4f} val_accuracy {val_acc:.4f}; "
+        f"training took {train_s:.1f} s"
+    )
     print(f"test accuracy on {data / 'test'}: {test_acc:.4f} (loss {test_loss:.4f})")
     print(f"saved {out} ({out.stat().st_size / 1e6:.2f} MB) and {out.with_suffix('.json')}")
     return sidecar

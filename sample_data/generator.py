@@ -24,9 +24,9 @@ from __future__ import annotations
 import json
 import math
 import zlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -46,10 +46,10 @@ _ORANGE = np.array([0.07, 0.52, 0.88], np.float32)
 _LAMP = np.array([238.0, 232.0, 229.0], np.float32)  # empty background (plasma + glass), RGB
 
 # Direction of drift per unit of stain_shift (added to the vectors above; eosin is also weakened).
-_AZURE_DRIFT = np.array([0.22, -0.12, 0.12], np.float32)    # nuclei turn blue / navy
-_BLUE_DRIFT = np.array([0.05, 0.18, 0.05], np.float32)      # cytoplasm turns greyer
-_EOSIN_DRIFT = np.array([0.02, -0.05, 0.06], np.float32)    # pink turns tan / orange, paler
-_LAMP_DRIFT = np.array([-14.0, -2.0, 10.0], np.float32)     # cooler (bluish) light
+_AZURE_DRIFT = np.array([0.22, -0.12, 0.12], np.float32)  # nuclei turn blue / navy
+_BLUE_DRIFT = np.array([0.05, 0.18, 0.05], np.float32)  # cytoplasm turns greyer
+_EOSIN_DRIFT = np.array([0.02, -0.05, 0.06], np.float32)  # pink turns tan / orange, paler
+_LAMP_DRIFT = np.array([-14.0, -2.0, 10.0], np.float32)  # cooler (bluish) light
 
 
 @dataclass(frozen=True)
@@ -109,9 +109,18 @@ def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(rng.uniform(lo, hi))
 
 
-def _blob_points(cx: float, cy: float, r: float, rng: np.random.Generator, *, ecc: float = 0.08,
-                 wobble: float = 0.03, n: int = 56, angle: float | None = None,
-                 ry_ratio: float = 1.0) -> np.ndarray:
+def _blob_points(
+    cx: float,
+    cy: float,
+    r: float,
+    rng: np.random.Generator,
+    *,
+    ecc: float = 0.08,
+    wobble: float = 0.03,
+    n: int = 56,
+    angle: float | None = None,
+    ry_ratio: float = 1.0,
+) -> np.ndarray:
     """Polygon of an irregular roundish outline, as int32 points with 3 fractional bits."""
     t = np.linspace(0.0, 2.0 * math.pi, n, endpoint=False)
     phi = rng.uniform(0, 2 * math.pi) if angle is None else angle
@@ -129,20 +138,27 @@ def _fill(mask: np.ndarray, pts: np.ndarray) -> None:
 
 
 def _disc(mask: np.ndarray, cx: float, cy: float, r: float, value: float = 1) -> None:
-    cv2.circle(mask, (int(round(cx * 8)), int(round(cy * 8))), int(round(r * 8)), value, -1,
-               lineType=cv2.LINE_8, shift=3)
+    cv2.circle(
+        mask, (int(round(cx * 8)), int(round(cy * 8))), int(round(r * 8)), value, -1, lineType=cv2.LINE_8, shift=3
+    )
 
 
-def _line(mask: np.ndarray, p: tuple[float, float], q: tuple[float, float], th: float,
-          value: float = 1) -> None:
-    cv2.line(mask, (int(round(p[0] * 8)), int(round(p[1] * 8))), (int(round(q[0] * 8)), int(round(q[1] * 8))),
-             value, max(1, int(round(th))), lineType=cv2.LINE_8, shift=3)
+def _line(mask: np.ndarray, p: tuple[float, float], q: tuple[float, float], th: float, value: float = 1) -> None:
+    cv2.line(
+        mask,
+        (int(round(p[0] * 8)), int(round(p[1] * 8))),
+        (int(round(q[0] * 8)), int(round(q[1] * 8))),
+        value,
+        max(1, int(round(th))),
+        lineType=cv2.LINE_8,
+        shift=3,
+    )
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int) -> np.ndarray:
     """Smooth random field with zero mean and unit-ish std, ``cells`` blobs across."""
     # a fixed-size draw, cropped: the stream consumed does not depend on ``cells`` (i.e. on the scale)
-    small = rng.standard_normal((32, 32), dtype=np.float32)[:min(32, cells), :min(32, cells)]
+    small = rng.standard_normal((32, 32), dtype=np.float32)[: min(32, cells), : min(32, cells)]
     return cv2.resize(small, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
 
 
@@ -153,8 +169,16 @@ def _speckle(rng: np.random.Generator, shape: tuple[int, int], density: float, s
     return cv2.resize(dots, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
-def _granules(canvas: np.ndarray, rng: np.random.Generator, cx: float, cy: float, r: float, n: int,
-              rad: tuple[float, float], dens: tuple[float, float]) -> None:
+def _granules(
+    canvas: np.ndarray,
+    rng: np.random.Generator,
+    cx: float,
+    cy: float,
+    r: float,
+    n: int,
+    rad: tuple[float, float],
+    dens: tuple[float, float],
+) -> None:
     """Scatter ``n`` round granules uniformly in a disc of radius ``r`` onto ``canvas`` (overwrites)."""
     if n <= 0:
         return
@@ -207,14 +231,14 @@ def _draw_rbcs(eosin: np.ndarray, rng: np.random.Generator, k: float, wbc: tuple
         rr = np.sqrt(dx * dx + dy * dy)
         edge = np.clip((R - rr) / 1.2, 0.0, 1.0)
         pallor = 0.45 + 0.25 * pp_
-        prof = (1.0 - pallor * np.exp(-(rr / (0.45 * R)) ** 2)) * (1.0 + 0.18 * (rr / R) ** 4)
+        prof = (1.0 - pallor * np.exp(-((rr / (0.45 * R)) ** 2))) * (1.0 + 0.18 * (rr / R) ** 4)
         dens = (0.65 + 0.3 * pd_) * edge * prof
         # paste, clipped to the canvas (overlapping RBCs add up: darker overlap, as in a smear)
         ys0, ys1 = max(0, y0 - half), min(S, y0 + half + 1)
         xs0, xs1 = max(0, x0 - half), min(S, x0 + half + 1)
         if ys0 >= ys1 or xs0 >= xs1:
             continue
-        eosin[ys0:ys1, xs0:xs1] += dens[ys0 - (y0 - half):ys1 - (y0 - half), xs0 - (x0 - half):xs1 - (x0 - half)]
+        eosin[ys0:ys1, xs0:xs1] += dens[ys0 - (y0 - half) : ys1 - (y0 - half), xs0 - (x0 - half) : xs1 - (x0 - half)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -235,8 +259,18 @@ def _chromatin(rng: np.random.Generator, S: int, k: float, clump: float) -> np.n
     return np.clip(1.0 + clump * (0.6 * n1 + 0.5 * n2), 0.35, 1.9)
 
 
-def _lobe_chain(nuc: np.ndarray, rng: np.random.Generator, cx: float, cy: float, R: float, n_lobes: int,
-                lobe_r: float, k: float, strand: float, spread: float) -> None:
+def _lobe_chain(
+    nuc: np.ndarray,
+    rng: np.random.Generator,
+    cx: float,
+    cy: float,
+    R: float,
+    n_lobes: int,
+    lobe_r: float,
+    k: float,
+    strand: float,
+    spread: float,
+) -> None:
     """Lobes on a curved chain through the cell, linked by thin chromatin strands."""
     # chain along an arc: positions spaced by ~ (2 lobe_r + gap)
     start = rng.uniform(0, 2 * math.pi)
@@ -258,7 +292,7 @@ def _lobe_chain(nuc: np.ndarray, rng: np.random.Generator, cx: float, cy: float,
     arr += (cx, cy)
     for i in range(n_lobes - 1):
         _line(nuc, tuple(arr[i]), tuple(arr[i + 1]), strand * k)
-    for (x, y) in arr:
+    for x, y in arr:
         _fill(nuc, _blob_points(x, y, lobe_r * _u(rng, 0.85, 1.15), rng, ecc=0.15, wobble=0.05, n=28))
 
 
@@ -341,8 +375,13 @@ def _lymphocyte(m: dict, rng: np.random.Generator, S: int, k: float, cx: float, 
     pts = _blob_points(nx, ny, R * ratio, rng, ecc=0.06, wobble=0.04)
     _fill(nuc, pts)
     if rng.random() < 0.2:  # slight indentation: some lymphocytes resemble monocytes
-        _disc(nuc, nx + R * ratio * 1.05 * math.cos(oa + 2.0), ny + R * ratio * 1.05 * math.sin(oa + 2.0),
-              R * ratio * 0.35, 0)
+        _disc(
+            nuc,
+            nx + R * ratio * 1.05 * math.cos(oa + 2.0),
+            ny + R * ratio * 1.05 * math.sin(oa + 2.0),
+            R * ratio * 0.35,
+            0,
+        )
     nuc *= body
     m["blue"] *= 1.0 - 0.8 * nuc
     m["azure"] += nuc * (_u(rng, 1.5, 2.1) if large else _u(rng, 1.8, 2.6)) * _chromatin(rng, S, k, 0.25)
@@ -371,11 +410,11 @@ def _monocyte(m: dict, rng: np.random.Generator, S: int, k: float, cx: float, cy
     shape = rng.random()
     bite_a = oa + math.pi + rng.normal(0, 0.5)
     if small and shape < 0.5:
-        bite_r, bite_d = 0.35, 1.15    # barely indented (lymphocyte-like)
+        bite_r, bite_d = 0.35, 1.15  # barely indented (lymphocyte-like)
     elif shape < 0.55:
-        bite_r, bite_d = 0.55, 0.95    # kidney
+        bite_r, bite_d = 0.55, 0.95  # kidney
     else:
-        bite_r, bite_d = 0.62, 0.6     # horseshoe
+        bite_r, bite_d = 0.62, 0.6  # horseshoe
     _disc(nuc, nx + nr * bite_d * math.cos(bite_a), ny + nr * bite_d * math.sin(bite_a), nr * bite_r, 0)
     nuc = cv2.GaussianBlur(nuc, (0, 0), 0.8 * k) * body
     m["blue"] *= 1.0 - 0.7 * nuc
@@ -421,8 +460,7 @@ def _stain_vectors(style: SiteStyle, rng: np.random.Generator) -> dict[str, np.n
     return {name: np.maximum(v, 0.01).astype(np.float32) for name, v in vec.items()}
 
 
-def make_image(label: str, rng: np.random.Generator, *, size: int = 96,
-               style: SiteStyle = DEFAULT_STYLE) -> np.ndarray:
+def make_image(label: str, rng: np.random.Generator, *, size: int = 96, style: SiteStyle = DEFAULT_STYLE) -> np.ndarray:
     """Draw one image of class ``label`` as a (size, size, 3) uint8 RGB array."""
     if label not in _DRAWERS:
         raise ValueError(f"unknown class {label!r}; expected one of {', '.join(CLASS_NAMES)}")
@@ -453,8 +491,9 @@ def make_image(label: str, rng: np.random.Generator, *, size: int = 96,
     g = np.linspace(-1, 1, size, dtype=np.float32)
     a = rng.uniform(0, 2 * math.pi)
     tilt, vign = _u(rng, 0.0, 0.05), _u(rng, 0.0, 0.06)
-    illum = (1.0 + tilt * (g[None, :] * math.cos(a) + g[:, None] * math.sin(a))
-             - vign * (g[None, :] ** 2 + g[:, None] ** 2)).astype(np.float32)
+    illum = (
+        1.0 + tilt * (g[None, :] * math.cos(a) + g[:, None] * math.sin(a)) - vign * (g[None, :] ** 2 + g[:, None] ** 2)
+    ).astype(np.float32)
     img *= illum[:, :, None] * lamp
     defocus = _u(rng, 0.7, 1.6) if rng.random() < 0.2 else 0.0  # some fields slightly out of focus
     sigma = _u(rng, 0.3, 0.7) + defocus + float(style.blur)
@@ -463,8 +502,9 @@ def make_image(label: str, rng: np.random.Generator, *, size: int = 96,
     return np.clip(img + 0.5, 0, 255).astype(np.uint8)
 
 
-def make_indexed_image(label: str, index: int, *, seed: int, size: int = 96,
-                       style: SiteStyle = DEFAULT_STYLE) -> np.ndarray:
+def make_indexed_image(
+    label: str, index: int, *, seed: int, size: int = 96, style: SiteStyle = DEFAULT_STYLE
+) -> np.ndarray:
     """Image ``index`` of class ``label`` for ``seed`` (the same bytes whatever else is generated)."""
     return make_image(label, image_rng(seed, label, index), size=size, style=style)
 
@@ -489,9 +529,14 @@ def _counts(n_per_class: int | Mapping[str, int], classes: Sequence[str]) -> dic
     return counts
 
 
-def iter_images(n_per_class: int | Mapping[str, int], *, seed: int, size: int = 96,
-                style: SiteStyle = DEFAULT_STYLE,
-                classes: Sequence[str] = CLASS_NAMES) -> Iterator[tuple[np.ndarray, int]]:
+def iter_images(
+    n_per_class: int | Mapping[str, int],
+    *,
+    seed: int,
+    size: int = 96,
+    style: SiteStyle = DEFAULT_STYLE,
+    classes: Sequence[str] = CLASS_NAMES,
+) -> Iterator[tuple[np.ndarray, int]]:
     """Yield ``(image, label_index)`` one at a time, classes interleaved (round robin).
 
     ``label_index`` indexes ``classes``. Any prefix of the stream is (nearly) class balanced, and only
@@ -505,9 +550,14 @@ def iter_images(n_per_class: int | Mapping[str, int], *, seed: int, size: int = 
                 yield make_indexed_image(c, i, seed=seed, size=size, style=style), ci
 
 
-def generate_arrays(n_per_class: int | Mapping[str, int], *, seed: int, size: int = 96,
-                    style: SiteStyle = DEFAULT_STYLE,
-                    classes: Sequence[str] = CLASS_NAMES) -> tuple[np.ndarray, np.ndarray]:
+def generate_arrays(
+    n_per_class: int | Mapping[str, int],
+    *,
+    seed: int,
+    size: int = 96,
+    style: SiteStyle = DEFAULT_STYLE,
+    classes: Sequence[str] = CLASS_NAMES,
+) -> tuple[np.ndarray, np.ndarray]:
     """All images in memory: ``(images uint8 (n, size, size, 3), labels int64 (n,))``, in
     :func:`iter_images` order."""
     counts = _counts(n_per_class, tuple(classes))
@@ -520,8 +570,9 @@ def generate_arrays(n_per_class: int | Mapping[str, int], *, seed: int, size: in
     return images, labels
 
 
-def _pick_mislabels(counts: dict[str, int], classes: tuple[str, ...], mislabel: int,
-                    seed: int) -> dict[tuple[str, int], str]:
+def _pick_mislabels(
+    counts: dict[str, int], classes: tuple[str, ...], mislabel: int, seed: int
+) -> dict[tuple[str, int], str]:
     """Choose ``mislabel`` slots ``(given_class, index) -> true_class``, spread over the classes."""
     rng = np.random.default_rng([int(seed), 0x5EED, 0x3A1])
     usable = [c for c in classes if counts[c] > 0]
@@ -544,9 +595,17 @@ def _pick_mislabels(counts: dict[str, int], classes: tuple[str, ...], mislabel: 
     return slots
 
 
-def generate_dataset(out_dir: str | Path, *, n_per_class: int | Mapping[str, int], seed: int,
-                     size: int = 96, style: SiteStyle = DEFAULT_STYLE,
-                     classes: Sequence[str] = CLASS_NAMES, mislabel: int = 0, fmt: str = "png") -> dict:
+def generate_dataset(
+    out_dir: str | Path,
+    *,
+    n_per_class: int | Mapping[str, int],
+    seed: int,
+    size: int = 96,
+    style: SiteStyle = DEFAULT_STYLE,
+    classes: Sequence[str] = CLASS_NAMES,
+    mislabel: int = 0,
+    fmt: str = "png",
+) -> dict:
     """Write ``out_dir/<class>/<class>_<i:04d>.<fmt>`` and return a manifest dict.
 
     With ``mislabel > 0`` that many slots (spread over the classes) hold an image drawn as another
@@ -600,7 +659,7 @@ def contact_sheet(images: Sequence[np.ndarray], ncols: int, *, pad: int = 2) -> 
     sheet = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, 3), 255, np.uint8)
     for j, img in enumerate(images):
         r, c = divmod(j, ncols)
-        sheet[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = img
+        sheet[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = img
     return sheet
 
 

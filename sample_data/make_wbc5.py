@@ -17,8 +17,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # allow `python sample_data/make_wbc5.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sample_data.generator import (CLASS_NAMES, DEFAULT_STYLE, GENERATOR_VERSION, generate_dataset,
-                                   write_manifest)
+from sample_data.generator import CLASS_NAMES, DEFAULT_STYLE, GENERATOR_VERSION, generate_dataset, write_manifest
 
 SEED = 20261123
 SIZE = 96
@@ -32,13 +31,14 @@ def build(out: Path, seed: int = SEED) -> dict:
     for split in ("train", "test"):
         if (out / split).exists():
             shutil.rmtree(out / split)
-    train = generate_dataset(out / "train", n_per_class=N_TRAIN, seed=seed, size=SIZE, style=DEFAULT_STYLE,
-                             mislabel=N_MISLABELLED)
+    train = generate_dataset(
+        out / "train", n_per_class=N_TRAIN, seed=seed, size=SIZE, style=DEFAULT_STYLE, mislabel=N_MISLABELLED
+    )
     test = generate_dataset(out / "test", n_per_class=N_TEST, seed=seed + 1, size=SIZE, style=DEFAULT_STYLE)
     manifest = {
         "name": "wbc5",
         "description": "Synthetic white-blood-cell images (5 classes) drawn by sample_data/generator.py; "
-                       "not real patient data.",
+        "not real patient data.",
         "generator": "sample_data.generator",
         "generator_version": GENERATOR_VERSION,
         "seed": seed,
@@ -64,8 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=SEED)
     args = ap.parse_args(argv)
     m = build(args.out, args.seed)
-    print(f"wrote {m['splits']['train']['n_images']} train + {m['splits']['test']['n_images']} test images "
-          f"to {args.out} ({len(m['mislabelled'])} mislabelled)")
+    print(
+        f"wrote {m['splits']['train']['n_images']} train + {m['splits']['test']['n_images']} test images "
+        f"to {args.out} ({len(m['mislabelled'])} mislabelled)"
+    )
     return 0
 
 

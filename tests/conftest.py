@@ -23,8 +23,9 @@ SAMPLE_TEST = REPO / "sample_data" / "wbc5" / "test"
 COLOURS = {"blue": (40, 40, 200), "green": (40, 200, 40), "red": (200, 40, 40)}
 
 
-def write_colour_folder(root: Path, n_per_class: int = 12, size=(40, 50), seed: int = 0, fmt: str = "png",
-                        jitter: float = 0.0) -> Path:
+def write_colour_folder(
+    root: Path, n_per_class: int = 12, size=(40, 50), seed: int = 0, fmt: str = "png", jitter: float = 0.0
+) -> Path:
     """Three classes (blue, green, red) of noisy colour patches; RGB colour = class.
 
     ``jitter`` shifts each image's colour at random (standard deviation per channel), so classes overlap.
@@ -56,8 +57,9 @@ def colour_model(*, softmax: bool = True, rescaling: bool = True, input_size=(16
     out = keras.layers.Dense(3, activation="softmax" if softmax else None, name="head")(hidden)
     model = keras.Model(inp, out)
     # features = relu(mean RGB) in order blue, green, red (class order of sorted folder names)
-    model.get_layer("features").set_weights([np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0]], np.float32),
-                                             np.zeros(3, np.float32)])
+    model.get_layer("features").set_weights(
+        [np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0]], np.float32), np.zeros(3, np.float32)]
+    )
     model.get_layer("head").set_weights([np.eye(3, dtype=np.float32) * 12.0, np.zeros(3, np.float32)])
     return model
 
@@ -79,8 +81,15 @@ def run_cli(*args, cwd=None, timeout=600, env=None) -> subprocess.CompletedProce
     exe = shutil.which("wbc-audit", path=str(Path(sys.executable).parent))
     cmd = [exe] if exe else [sys.executable, "-m", "auditor.cli"]
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
-    return subprocess.run(cmd + [str(a) for a in args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=full_env)
+    return subprocess.run(  # callers check the return code themselves
+        cmd + [str(a) for a in args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        check=False,
+    )
 
 
 def error_lines(stderr: str) -> list[str]:

@@ -54,7 +54,7 @@ def test_preprocessing_mismatch_warning_above_two_points():
     r = compute_preprocessing_check(Y100, preds, chosen=CHOSEN)
     assert r.best == ("bilinear", "caffe") and r.best_accuracy == 0.80
     assert r.mismatch_p_value == pytest.approx(binomtest(10, 10, 0.5, alternative="greater").pvalue)
-    assert r.mismatch_p_value == pytest.approx(2.0 ** -10)
+    assert r.mismatch_p_value == pytest.approx(2.0**-10)
     assert len(r.warnings) == 1
     w = r.warnings[0]
     assert w.startswith("Preprocessing mismatch")
@@ -86,7 +86,7 @@ def test_preprocessing_gap_that_is_noise_is_not_a_warning():
     # the same gap with no losses is significant (p = 2**-4 is still not < 0.05; 2**-5 is)
     other2 = preds_with_correct(y, 75)
     r2 = compute_preprocessing_check(y, {CHOSEN: chosen, ("bilinear", "caffe"): other2}, chosen=CHOSEN)
-    assert r2.mismatch_p_value == pytest.approx(2.0 ** -5)
+    assert r2.mismatch_p_value == pytest.approx(2.0**-5)
     assert len(r2.warnings) == 1 and "p = 0.031" in r2.warnings[0]
 
 
@@ -94,7 +94,10 @@ def test_preprocessing_gap_that_is_noise_is_not_a_warning():
 def test_preprocessing_exact_two_points_is_not_a_mismatch(n, chosen_correct, gap):
     # gap/n is exactly 2 points, all wins (sign test p < 0.05): not *more* than 2 points
     y = np.arange(n) % 5
-    preds = {CHOSEN: preds_with_correct(y, chosen_correct), ("bilinear", "raw"): preds_with_correct(y, chosen_correct + gap)}
+    preds = {
+        CHOSEN: preds_with_correct(y, chosen_correct),
+        ("bilinear", "raw"): preds_with_correct(y, chosen_correct + gap),
+    }
     r = compute_preprocessing_check(y, preds, chosen=CHOSEN)
     assert r.mismatch_p_value < 0.05
     assert r.warnings == ()
@@ -104,7 +107,10 @@ def test_preprocessing_exact_two_points_is_not_a_mismatch(n, chosen_correct, gap
 def test_preprocessing_exact_five_point_spread_is_not_a_warning(n, chosen_correct, gap):
     y = np.arange(n) % 5
     # chosen is the better resize, so only the spread rule can fire; spread is exactly 5 points
-    preds = {CHOSEN: preds_with_correct(y, chosen_correct + gap), ("area", "unit"): preds_with_correct(y, chosen_correct)}
+    preds = {
+        CHOSEN: preds_with_correct(y, chosen_correct + gap),
+        ("area", "unit"): preds_with_correct(y, chosen_correct),
+    }
     r = compute_preprocessing_check(y, preds, chosen=CHOSEN)
     assert r.resize_spread * 100 == pytest.approx(5.0)
     assert r.warnings == ()
@@ -170,11 +176,21 @@ def test_data_quality_counts_duplicates_and_warnings():
     paths = ["a/1.png", "a/2.png", "b/3.png", "b/4.png", "a/5.png", "c/6.png", "a/7.png"]
     labels = ["a", "a", "b", "b", "a", "c", "a"]
     hashes = ["h1", "h2", "h1", "h3", "h3x", "h4", "h2"]  # h1: a vs b (conflict); h2: a twice
-    skipped = [("a/x.txt", "unknown extension '.txt'"), ("b/y.jpg", "truncated JPEG (no end-of-image marker)"),
-               ("b/z.jpg", "not an image: .jpg name but no JPEG signature"), ("w.png", "not inside a class folder"),
-               ("b/q.jpg", "truncated JPEG (no end-of-image marker)")]
-    dq = compute_data_quality(used_paths=paths, used_labels=labels, used_hashes=hashes, skipped=skipped,
-                              labels=["a", "b", "c", "d"], empty_classes=["d"])
+    skipped = [
+        ("a/x.txt", "unknown extension '.txt'"),
+        ("b/y.jpg", "truncated JPEG (no end-of-image marker)"),
+        ("b/z.jpg", "not an image: .jpg name but no JPEG signature"),
+        ("w.png", "not inside a class folder"),
+        ("b/q.jpg", "truncated JPEG (no end-of-image marker)"),
+    ]
+    dq = compute_data_quality(
+        used_paths=paths,
+        used_labels=labels,
+        used_hashes=hashes,
+        skipped=skipped,
+        labels=["a", "b", "c", "d"],
+        empty_classes=["d"],
+    )
     assert dq.n_used == 7 and dq.n_files == 12
     assert dq.counts == (("a", 4), ("b", 2), ("c", 1), ("d", 0))
     assert dq.empty_classes == ("d",)
@@ -183,7 +199,11 @@ def test_data_quality_counts_duplicates_and_warnings():
         ("h2", ("a/2.png", "a/7.png"), ("a", "a"), False),
     ]
     assert dict(dq.skipped_by_reason) == {
-        "unknown extension '.txt'": 1, "truncated JPEG": 2, "not an image": 1, "not inside a class folder": 1}
+        "unknown extension '.txt'": 1,
+        "truncated JPEG": 2,
+        "not an image": 1,
+        "not inside a class folder": 1,
+    }
     assert dq.skipped == tuple(skipped)
     w = dq.warnings
     assert len(w) == 5
@@ -198,16 +218,28 @@ def test_data_quality_clean_data_has_no_warnings():
     n = 30
     paths = [f"{'ab'[i % 2]}/{i}.png" for i in range(n)]
     labels = ["ab"[i % 2] for i in range(n)]
-    dq = compute_data_quality(used_paths=paths, used_labels=labels, used_hashes=[f"h{i}" for i in range(n)],
-                              skipped=[], labels=["a", "b"], empty_classes=[])
+    dq = compute_data_quality(
+        used_paths=paths,
+        used_labels=labels,
+        used_hashes=[f"h{i}" for i in range(n)],
+        skipped=[],
+        labels=["a", "b"],
+        empty_classes=[],
+    )
     assert dq.warnings == () and dq.duplicates == () and dq.skipped_by_reason == ()
     assert dq.counts == (("a", 15), ("b", 15)) and dq.n_files == dq.n_used == 30
 
 
 def test_data_quality_triple_duplicate_and_round_trip():
-    dq = compute_data_quality(used_paths=["x/1", "y/2", "x/3"], used_labels=["x", "y", "x"],
-                              used_hashes=["same"] * 3, skipped=[("r", "hidden file")], labels=["x", "y"],
-                              empty_classes=[], min_per_class=1)
+    dq = compute_data_quality(
+        used_paths=["x/1", "y/2", "x/3"],
+        used_labels=["x", "y", "x"],
+        used_hashes=["same"] * 3,
+        skipped=[("r", "hidden file")],
+        labels=["x", "y"],
+        empty_classes=[],
+        min_per_class=1,
+    )
     assert len(dq.duplicates) == 1 and dq.duplicates[0].paths == ("x/1", "y/2", "x/3")
     assert dq.duplicates[0].conflicting
     d = dq.to_dict()
@@ -229,8 +261,14 @@ def _err(exc_info) -> str:
 
 def test_sidecar_names_come_first(tmp_path):
     side = ["neutrophil", "monocyte", "lymphocyte", "eosinophil", "basophil"]
-    m = resolve_classes(5, data_labels=FOLDERS, labels_with_images=FOLDERS, sidecar_names=side,
-                        sidecar_path=tmp_path / "m.json", cli_names=side)
+    m = resolve_classes(
+        5,
+        data_labels=FOLDERS,
+        labels_with_images=FOLDERS,
+        sidecar_names=side,
+        sidecar_path=tmp_path / "m.json",
+        cli_names=side,
+    )
     assert m.source == "sidecar"
     assert m.model_classes == tuple(side)
     assert m.data_to_model == {"basophil": 4, "eosinophil": 3, "lymphocyte": 2, "monocyte": 1, "neutrophil": 0}
@@ -320,8 +358,9 @@ def test_sidecar_and_cli_conflict(tmp_path):
     sp = tmp_path / "m.json"
     cli = list(reversed(FOLDERS))
     with pytest.raises(InputError) as ei:
-        resolve_classes(5, data_labels=FOLDERS, labels_with_images=FOLDERS, sidecar_names=FOLDERS,
-                        sidecar_path=sp, cli_names=cli)
+        resolve_classes(
+            5, data_labels=FOLDERS, labels_with_images=FOLDERS, sidecar_names=FOLDERS, sidecar_path=sp, cli_names=cli
+        )
     msg = _err(ei)
     assert msg.startswith("--class-names:") and str(sp) in msg
     assert "[neutrophil, monocyte" in msg and "[basophil, eosinophil" in msg
@@ -339,10 +378,20 @@ def write_sidecar(tmp_path: Path, content) -> Path:
 
 
 def test_sidecar_valid(tmp_path):
-    model = write_sidecar(tmp_path, {
-        "schema_version": 1, "class_names": FOLDERS, "preprocess": "raw", "resize": "area",
-        "input_size": [96, 128], "architecture": "small_cnn", "intended_use": "teaching",
-        "training": {"epochs": 3}, "custom": 1})
+    model = write_sidecar(
+        tmp_path,
+        {
+            "schema_version": 1,
+            "class_names": FOLDERS,
+            "preprocess": "raw",
+            "resize": "area",
+            "input_size": [96, 128],
+            "architecture": "small_cnn",
+            "intended_use": "teaching",
+            "training": {"epochs": 3},
+            "custom": 1,
+        },
+    )
     sc = load_sidecar(model)
     assert sc.path == tmp_path / "wbc.json"
     assert sc.class_names == tuple(FOLDERS)
@@ -370,22 +419,25 @@ def test_sidecar_path_of_directory_model(tmp_path):
     assert sidecar_path(tmp_path / "a.h5") == tmp_path / "a.json"
 
 
-@pytest.mark.parametrize("content,fragment", [
-    ("{not json", "not valid JSON"),
-    ("[1, 2]", "not a JSON object"),
-    ({"preprocess": "imagenet"}, "'preprocess'"),
-    ({"resize": "fancy"}, "'resize'"),
-    ({"input_size": [96]}, "'input_size'"),
-    ({"input_size": [0, 96]}, "'input_size'"),
-    ({"input_size": [96.0, 96.0]}, "'input_size'"),
-    ({"input_size": "96x96"}, "'input_size'"),
-    ({"input_size": [True, True]}, "'input_size'"),
-    ({"class_names": ["a", "a"]}, "'class_names'"),
-    ({"class_names": []}, "'class_names'"),
-    ({"class_names": "a,b"}, "'class_names'"),
-    ({"class_names": ["a", ""]}, "'class_names'"),
-    ({"architecture": 3}, "'architecture'"),
-])
+@pytest.mark.parametrize(
+    "content,fragment",
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "not a JSON object"),
+        ({"preprocess": "imagenet"}, "'preprocess'"),
+        ({"resize": "fancy"}, "'resize'"),
+        ({"input_size": [96]}, "'input_size'"),
+        ({"input_size": [0, 96]}, "'input_size'"),
+        ({"input_size": [96.0, 96.0]}, "'input_size'"),
+        ({"input_size": "96x96"}, "'input_size'"),
+        ({"input_size": [True, True]}, "'input_size'"),
+        ({"class_names": ["a", "a"]}, "'class_names'"),
+        ({"class_names": []}, "'class_names'"),
+        ({"class_names": "a,b"}, "'class_names'"),
+        ({"class_names": ["a", ""]}, "'class_names'"),
+        ({"architecture": 3}, "'architecture'"),
+    ],
+)
 def test_sidecar_invalid_names_the_file(tmp_path, content, fragment):
     model = write_sidecar(tmp_path, content)
     with pytest.raises(InputError) as ei:
@@ -422,26 +474,29 @@ def test_config_defaults_and_to_dict():
     assert d["sections"]["external_sites"] == {"sites": {}, "full": False}
 
 
-@pytest.mark.parametrize("kw,option", [
-    ({"batch_size": 0}, "--batch-size"),
-    ({"batch_size": -3}, "--batch-size"),
-    ({"formats": ("html", "docx")}, "--format"),
-    ({"formats": ()}, "--format"),
-    ({"class_names": ("a", "b", "a")}, "--class-names"),
-    ({"class_names": ("a", "")}, "--class-names"),
-    ({"preprocess": "imagenet"}, "--preprocess"),
-    ({"resize": "fancy"}, "--resize"),
-    ({"n_bootstrap": -1}, "--bootstrap"),
-    ({"sections": {"preprocessing_check": {"samples": -1}}}, "--preprocess-check-samples"),
-    ({"sections": {"fisher": {"threshold": 3.0}}}, "--fisher-threshold"),
-    ({"sections": {"selective_prediction": {"target_accuracies": (1.5,)}}}, "--target-accuracy"),
-    ({"sections": {"external_sites": {"sites": {"internal": "x"}}}}, "--external"),
-    ({"sections": {"calibration": {"bins": 1}}}, "[sections.calibration] bins"),
-    ({"sections": {"nosuch": {}}}, "[sections.nosuch]"),
-    ({"disabled": ("nosuch",)}, "--disable"),
-    ({"workers": 0}, "--workers"),
-    ({"model_paths": ()}, "MODEL"),
-])
+@pytest.mark.parametrize(
+    "kw,option",
+    [
+        ({"batch_size": 0}, "--batch-size"),
+        ({"batch_size": -3}, "--batch-size"),
+        ({"formats": ("html", "docx")}, "--format"),
+        ({"formats": ()}, "--format"),
+        ({"class_names": ("a", "b", "a")}, "--class-names"),
+        ({"class_names": ("a", "")}, "--class-names"),
+        ({"preprocess": "imagenet"}, "--preprocess"),
+        ({"resize": "fancy"}, "--resize"),
+        ({"n_bootstrap": -1}, "--bootstrap"),
+        ({"sections": {"preprocessing_check": {"samples": -1}}}, "--preprocess-check-samples"),
+        ({"sections": {"fisher": {"threshold": 3.0}}}, "--fisher-threshold"),
+        ({"sections": {"selective_prediction": {"target_accuracies": (1.5,)}}}, "--target-accuracy"),
+        ({"sections": {"external_sites": {"sites": {"internal": "x"}}}}, "--external"),
+        ({"sections": {"calibration": {"bins": 1}}}, "[sections.calibration] bins"),
+        ({"sections": {"nosuch": {}}}, "[sections.nosuch]"),
+        ({"disabled": ("nosuch",)}, "--disable"),
+        ({"workers": 0}, "--workers"),
+        ({"model_paths": ()}, "MODEL"),
+    ],
+)
 def test_config_validation_names_the_option(kw, option):
     with pytest.raises(InputError) as ei:
         cfg(**kw).require_inputs()

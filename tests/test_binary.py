@@ -18,9 +18,9 @@ from tests.conftest import error_lines, run_cli, write_colour_folder
 
 keras = pytest.importorskip("keras")
 
-from auditor.config import AuditConfig  # noqa: E402
-from auditor.pipeline import run_audit  # noqa: E402
-from auditor.report import figures  # noqa: E402
+from auditor.config import AuditConfig
+from auditor.pipeline import run_audit
+from auditor.report import figures
 
 SIZE = (16, 16)
 
@@ -28,8 +28,7 @@ SIZE = (16, 16)
 @pytest.fixture(scope="module")
 def two_colours(tmp_path_factory):
     """blue (index 0) and red (index 1) patches whose colours overlap (jitter), 30 per class."""
-    root = write_colour_folder(tmp_path_factory.mktemp("bin") / "data", n_per_class=30, size=SIZE, seed=3,
-                               jitter=70.0)
+    root = write_colour_folder(tmp_path_factory.mktemp("bin") / "data", n_per_class=30, size=SIZE, seed=3, jitter=70.0)
     shutil.rmtree(root / "green")
     images, labels = [], []
     for label, name in enumerate(("blue", "red")):
@@ -46,8 +45,7 @@ def _train(x, y, *, logit: bool):
     h = keras.layers.Dense(4, activation="relu", name="hidden")(h)
     out = keras.layers.Dense(1, activation=None if logit else "sigmoid", name="out")(h)
     model = keras.Model(inp, out)
-    model.compile(optimizer=keras.optimizers.Adam(0.05),
-                  loss=keras.losses.BinaryCrossentropy(from_logits=logit))
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss=keras.losses.BinaryCrossentropy(from_logits=logit))
     model.fit(x, y.astype(np.float32), epochs=15, batch_size=16, verbose=0)
     return model
 
@@ -63,8 +61,9 @@ def test_binary_model_numbers_equal_scikit_learn(two_colours, tmp_path, logit):
     s = 1 / (1 + np.exp(-out)) if logit else out  # P(red)
     y_pred = (s > 0.5).astype(int)
 
-    config = AuditConfig(model_paths=(path,), data_path=root, n_bootstrap=20, workers=1,
-                         sections={"preprocessing_check": {"samples": 4}})
+    config = AuditConfig(
+        model_paths=(path,), data_path=root, n_bootstrap=20, workers=1, sections={"preprocessing_check": {"samples": 4}}
+    )
     (r,) = run_audit(config)
     assert r.model["n_outputs"] == 2
     assert r.model["output_type"] == ("logit (binary)" if logit else "sigmoid (binary)")
@@ -119,10 +118,22 @@ def test_regression_output_and_multilabel_model_are_refused(two_colours, tmp_pat
     root, _, _ = two_colours
     inp = keras.Input(SIZE + (3,))
     h = keras.layers.GlobalAveragePooling2D()(inp)  # raw pixels: relu(sum) is far above 1
-    reg = _save(keras.Model(inp, keras.layers.Dense(1, activation="relu", kernel_initializer="ones")(h)),
-                tmp_path / "regression.keras")
-    res = run_cli(reg, root, "--out", tmp_path / "out", "--format", "json", "--preprocess-check-samples", "0",
-                  "--preprocess", "raw")
+    reg = _save(
+        keras.Model(inp, keras.layers.Dense(1, activation="relu", kernel_initializer="ones")(h)),
+        tmp_path / "regression.keras",
+    )
+    res = run_cli(
+        reg,
+        root,
+        "--out",
+        tmp_path / "out",
+        "--format",
+        "json",
+        "--preprocess-check-samples",
+        "0",
+        "--preprocess",
+        "raw",
+    )
     assert res.returncode == 2, res.stderr
     (line,) = error_lines(res.stderr)
     assert "regression.keras" in line and "'relu' activation" in line and "not a probability" in line

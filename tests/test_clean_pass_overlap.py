@@ -23,7 +23,7 @@ def test_in_place_bgr_to_rgb_is_the_channel_reversal():
     ro = bgr.copy()
     ro.flags.writeable = False  # not ours to overwrite: converted into a new array
     assert np.array_equal(to_rgb8(ro), ref) and np.array_equal(ro, bgr)
-    ok, png = cv2.imencode(".png", bgr)
+    _, png = cv2.imencode(".png", bgr)
     assert np.array_equal(decode_image(png.tobytes(), "x.png"), ref)
 
 
@@ -46,8 +46,8 @@ def test_iter_batches_applies_the_transform_in_order_and_keeps_failures(tmp_path
 
 keras = pytest.importorskip("keras")
 
-from auditor.model import KerasClassifier  # noqa: E402
-from tests.conftest import colour_model, write_colour_folder  # noqa: E402
+from auditor.model import KerasClassifier
+from tests.conftest import colour_model, write_colour_folder
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +85,12 @@ def test_clean_pass_equals_the_batched_main_thread_path(tmp_path, clf):
     # reference: decode on this thread with the model's decoder (for the default resize, TensorFlow's JPEG
     # decoder, as Keras's folder loader), prepare in batches of 4 on this thread, forward
     imgs = [load_sample(i, index.samples[i], pm.decoder).image for i in good]
-    ref = np.concatenate([pm.adapter.forward(pm.adapter.prepare(imgs[j:j + 4], resize=pm.resize,
-                                                                scaling=pm.scaling))[0]
-                          for j in range(0, len(imgs), 4)])
+    ref = np.concatenate(
+        [
+            pm.adapter.forward(pm.adapter.prepare(imgs[j : j + 4], resize=pm.resize, scaling=pm.scaling))[0]
+            for j in range(0, len(imgs), 4)
+        ]
+    )
     assert np.array_equal(cp.probs, ref)
     assert list(cp.failed) == [("red/broken.jpg", "truncated JPEG (no end-of-image marker)")]
     # the adapter's raw-output statistics describe the last clean pass only

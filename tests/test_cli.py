@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 pytest.importorskip("keras")
 
-from auditor.cli import main  # noqa: E402
-from tests.conftest import COLOURS, colour_model, write_colour_folder  # noqa: E402
+from auditor.cli import main
+from tests.conftest import COLOURS, colour_model, write_colour_folder
 
 FAST = ["--bootstrap", "50", "--preprocess-check-samples", "0", "--quiet"]
 
@@ -45,8 +45,9 @@ def test_only_one_path_is_a_usage_error(colour_data):
 
 
 def test_missing_model_file(tmp_path, colour_data):
-    assert_one_error(invoke(tmp_path / "absent.keras", colour_data, *FAST, "--out", tmp_path), 2,
-              "absent.keras", "no such file")
+    assert_one_error(
+        invoke(tmp_path / "absent.keras", colour_data, *FAST, "--out", tmp_path), 2, "absent.keras", "no such file"
+    )
 
 
 def test_text_file_named_keras(tmp_path, colour_data):
@@ -62,7 +63,9 @@ def test_file_that_is_not_a_model(tmp_path, colour_data):
 
 
 def test_missing_data_folder(tmp_path, colour_model_path):
-    assert_one_error(invoke(colour_model_path, tmp_path / "nodata", *FAST, "--out", tmp_path), 2, "nodata", "no such file")
+    assert_one_error(
+        invoke(colour_model_path, tmp_path / "nodata", *FAST, "--out", tmp_path), 2, "nodata", "no such file"
+    )
 
 
 def test_output_count_matches_neither_folders_nor_class_names(tmp_path, colour_model_path):
@@ -71,14 +74,20 @@ def test_output_count_matches_neither_folders_nor_class_names(tmp_path, colour_m
     (data / "yellow" / "y.png").write_bytes((data / "red" / "red_000.png").read_bytes())
     line = assert_one_error(invoke(colour_model_path, data, *FAST, "--out", tmp_path), 2, "4 classes", "3 outputs")
     assert "--class-names" in line
-    assert_one_error(invoke(colour_model_path, data, *FAST, "--out", tmp_path, "--class-names", "a,b"), 2,
-              "--class-names", "2 names", "3 outputs")
+    assert_one_error(
+        invoke(colour_model_path, data, *FAST, "--out", tmp_path, "--class-names", "a,b"),
+        2,
+        "--class-names",
+        "2 names",
+        "3 outputs",
+    )
 
 
 def test_data_class_unknown_to_model_lists_both_sides(tmp_path, colour_model_path):
     data = write_colour_folder(tmp_path / "d", n_per_class=2)
-    line = assert_one_error(invoke(colour_model_path, data, *FAST, "--out", tmp_path, "--class-names", "blue,green,pink"),
-                     2, "[red]")
+    line = assert_one_error(
+        invoke(colour_model_path, data, *FAST, "--out", tmp_path, "--class-names", "blue,green,pink"), 2, "[red]"
+    )
     assert "blue, green, pink" in line
 
 
@@ -93,8 +102,9 @@ def test_model_that_is_not_an_image_classifier(tmp_path, colour_data):
 
 
 def test_bad_option_values(tmp_path, colour_model_path, colour_data):
-    assert_one_error(invoke(colour_model_path, colour_data, "--format", "html,docx", "--out", tmp_path), 2,
-              "--format", "docx")
+    assert_one_error(
+        invoke(colour_model_path, colour_data, "--format", "html,docx", "--out", tmp_path), 2, "--format", "docx"
+    )
     assert_one_error(invoke(colour_model_path, colour_data, "--batch-size", "0", "--out", tmp_path), 2, "--batch-size")
     r = invoke(colour_model_path, colour_data, "--resize", "fancy")
     assert r.exit_code == 2 and "--resize" in r.stderr
@@ -115,7 +125,7 @@ def test_skipped_files_and_empty_class_are_reported_not_fatal(tmp_path, colour_m
     (data / "red" / "notes.txt").write_text("x")
     (data / "red" / ".DS_Store").write_bytes(b"\0\0")
     (data / "green" / "empty.png").write_bytes(b"")
-    ok, buf = cv2.imencode(".jpg", np.full((30, 30, 3), 200, np.uint8))
+    _, buf = cv2.imencode(".jpg", np.full((30, 30, 3), 200, np.uint8))
     (data / "blue" / "cut.JPG").write_bytes(buf.tobytes()[: len(buf) // 2])
     (data / "blue" / "nested" / "deeper").mkdir(parents=True)
     shutil.copy(data / "blue" / "blue_000.png", data / "blue" / "nested" / "deeper" / "b.PNG")
@@ -138,8 +148,9 @@ def test_skipped_files_and_empty_class_are_reported_not_fatal(tmp_path, colour_m
 
 
 def test_quiet_prints_only_the_report_path(tmp_path, colour_model_path, colour_data):
-    r = invoke(colour_model_path, colour_data, "--class-names", "blue,green,red", "--out", tmp_path,
-               "--format", "json", *FAST)
+    r = invoke(
+        colour_model_path, colour_data, "--class-names", "blue,green,red", "--out", tmp_path, "--format", "json", *FAST
+    )
     assert r.exit_code == 0
     assert r.stderr == ""
     assert Path(r.stdout.strip()).is_dir()
@@ -155,8 +166,9 @@ def test_class_name_with_html_is_escaped(tmp_path):
     model_path = tmp_path / "m.keras"
     model.save(model_path)
     assert isinstance(model, keras.Model)
-    r = invoke(model_path, data, "--out", tmp_path / "o", "--format", "html,json", *FAST,
-               "--class-names", f"blue,green,{evil}")
+    r = invoke(
+        model_path, data, "--out", tmp_path / "o", "--format", "html,json", *FAST, "--class-names", f"blue,green,{evil}"
+    )
     assert r.exit_code == 0, r.stderr
     html = (Path(r.stdout.strip()) / "report.html").read_text()
     assert evil not in html
@@ -164,8 +176,17 @@ def test_class_name_with_html_is_escaped(tmp_path):
 
 
 def test_two_runs_never_overwrite(tmp_path, colour_model_path, colour_data):
-    args = [colour_model_path, colour_data, "--class-names", "blue,green,red", "--out", tmp_path, "--format",
-            "json", *FAST]
+    args = [
+        colour_model_path,
+        colour_data,
+        "--class-names",
+        "blue,green,red",
+        "--out",
+        tmp_path,
+        "--format",
+        "json",
+        *FAST,
+    ]
     first = Path(invoke(*args).stdout.strip())
     before = (first / "audit.json").read_bytes()
     second = Path(invoke(*args).stdout.strip())
@@ -180,8 +201,17 @@ def test_csv_data_with_relative_paths(tmp_path, colour_model_path):
     lines.append("imgs/missing.png,red")
     csv_path = tmp_path / "labels.csv"
     csv_path.write_text("\n".join(lines) + "\n")
-    r = invoke(colour_model_path, csv_path, "--class-names", "blue,green,red", "--out", tmp_path / "o",
-               "--format", "json", *FAST)
+    r = invoke(
+        colour_model_path,
+        csv_path,
+        "--class-names",
+        "blue,green,red",
+        "--out",
+        tmp_path / "o",
+        "--format",
+        "json",
+        *FAST,
+    )
     assert r.exit_code == 0, r.stderr
     report = json.loads((Path(r.stdout.strip()) / "audit.json").read_text())
     assert report["dataset"]["source"] == "csv"
@@ -196,8 +226,9 @@ def test_model_producing_nan_fails_the_audit_naming_the_model(tmp_path, colour_d
     model.get_layer("head").set_weights([w * np.nan, b])
     path = tmp_path / "broken.keras"
     model.save(path)
-    assert_one_error(invoke(path, colour_data, "--class-names", "blue,green,red", "--out", tmp_path, *FAST), 1,
-              "broken.keras", "NaN")
+    assert_one_error(
+        invoke(path, colour_data, "--class-names", "blue,green,red", "--out", tmp_path, *FAST), 1, "broken.keras", "NaN"
+    )
 
 
 def test_sigmoid_multilabel_output_is_not_a_classifier(tmp_path, colour_data):
@@ -208,5 +239,10 @@ def test_sigmoid_multilabel_output_is_not_a_classifier(tmp_path, colour_data):
     out = keras.layers.Dense(3, activation="sigmoid")(x)
     path = tmp_path / "multilabel.keras"
     keras.Model(inp, out).save(path)
-    assert_one_error(invoke(path, colour_data, "--class-names", "blue,green,red", "--out", tmp_path, *FAST), 2,
-              "multilabel.keras", "3 sigmoid outputs", "single-label classifier")
+    assert_one_error(
+        invoke(path, colour_data, "--class-names", "blue,green,red", "--out", tmp_path, *FAST),
+        2,
+        "multilabel.keras",
+        "3 sigmoid outputs",
+        "single-label classifier",
+    )

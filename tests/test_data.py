@@ -331,7 +331,7 @@ def test_non_csv_file_is_input_error(tmp_path):
 
 def test_html_class_folder_name_is_a_label_verbatim(tmp_path, png_bytes):
     # a folder name cannot hold "/", so no closing tag; still markup, an entity and quotes
-    name = '<b onclick=x>x&amp;"\'<script>'
+    name = "<b onclick=x>x&amp;\"'<script>"
     write(tmp_path / name / "a.png", png_bytes)
     idx = discover(tmp_path)
     assert idx.labels == (name,)
@@ -348,12 +348,7 @@ def test_csv_input(tmp_path, png_bytes):
     write(tmp_path / "imgs" / "c.txt", b"x")
     csv_path = tmp_path / "labels.csv"
     csv_path.write_text(
-        "path,label\n"
-        "imgs/a.png,mono\n"
-        "imgs/sub/b.png,lymph\n"
-        "imgs/missing.png,mono\n"
-        "imgs/c.txt,mono\n"
-        ",mono\n",
+        "path,label\nimgs/a.png,mono\nimgs/sub/b.png,lymph\nimgs/missing.png,mono\nimgs/c.txt,mono\n,mono\n",
         encoding="utf-8",
     )
     idx = discover(csv_path)
@@ -473,7 +468,7 @@ def test_fingerprint_sensitivity():
     assert fingerprint(base[:2]) != fp  # a file removed
     assert fingerprint(base + [base[0]]) != fp  # a duplicate entry counts
     # independent reference: the documented recipe
-    ref = hashlib.sha256("".join(f"{r}\t{l}\t{d}\n" for r, l, d in sorted(base)).encode()).hexdigest()
+    ref = hashlib.sha256("".join(f"{r}\t{lab}\t{d}\n" for r, lab, d in sorted(base)).encode()).hexdigest()
     assert fp == ref
 
 

@@ -40,8 +40,13 @@ def test_all_five_outputs(demo_report):
     for name in ("report.html", "report.pdf", "audit.json", "predictions.csv"):
         assert (demo_report / name).stat().st_size > 0, name
     figures = sorted(p.name for p in (demo_report / "figures").glob("*.png"))
-    assert {"confusion_counts.png", "confusion_normalized.png", "roc_curves.png",
-            "recall_intervals.png", "preprocessing_grid.png"} <= set(figures)
+    assert {
+        "confusion_counts.png",
+        "confusion_normalized.png",
+        "roc_curves.png",
+        "recall_intervals.png",
+        "preprocessing_grid.png",
+    } <= set(figures)
     report = json.loads((demo_report / "audit.json").read_text())
     assert report["schema_version"] == 1
     assert report["classes"]["source"] == "sidecar"
@@ -64,7 +69,8 @@ def test_json_numbers_equal_sklearn_on_predictions_csv(demo_report):
     assert skm.f1_score(y_true, y_pred, average="macro") == pytest.approx(m["f1_macro"], abs=1e-12)
     assert skm.confusion_matrix(y_true, y_pred, labels=names).tolist() == m["confusion"]
     assert skm.roc_auc_score([names.index(t) for t in y_true], probs, multi_class="ovr") == pytest.approx(
-        m["roc_auc_macro"], abs=1e-4)  # probabilities are rounded to 6 digits in the CSV
+        m["roc_auc_macro"], abs=1e-4
+    )  # probabilities are rounded to 6 digits in the CSV
     for r in rows:
         p = [float(r[f"prob_{n}"]) for n in names]
         assert r["predicted_label"] == names[int(np.argmax(p))]
@@ -75,7 +81,7 @@ def test_json_numbers_equal_sklearn_on_predictions_csv(demo_report):
         p = np.array([float(r[f"prob_{n}"]) for n in names])
         y = np.eye(len(names))[names.index(r["true_label"])]
         assert float(r["fisher_score"]) == pytest.approx(np.sum((p - y) ** 2), abs=1e-5)
-        assert float(r["expected_fisher_score"]) == pytest.approx(1 - np.sum(p ** 2), abs=1e-5)
+        assert float(r["expected_fisher_score"]) == pytest.approx(1 - np.sum(p**2), abs=1e-5)
     fisher = report["results"]["fisher"]
     scores = np.array([float(r["fisher_score"]) for r in rows])
     assert fisher["tail_count"] == int(np.sum(scores > fisher["threshold"]))
@@ -90,18 +96,32 @@ def test_html_in_headless_chromium(demo_report, tmp_path):
     report = json.loads((demo_report / "audit.json").read_text())
     problems: list[str] = []
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
+        )
         page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}")
-                if msg.type in ("error", "warning") else None)
+        page.on(
+            "console",
+            lambda msg: (
+                problems.append(f"console {msg.type}: {msg.text}") if msg.type in ("error", "warning") else None
+            ),
+        )
         page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
         requests: list[str] = []
         page.on("request", lambda req: requests.append(req.url))
         page.goto((demo_report / "report.html").as_uri(), wait_until="load")
         images = page.eval_on_selector_all(
-            "img", "els => els.map(e => [e.getAttribute('alt'), e.complete, e.naturalWidth])")
+            "img", "els => els.map(e => [e.getAttribute('alt'), e.complete, e.naturalWidth])"
+        )
         shot = Path(ARTIFACTS or tmp_path) / "report_screenshot.png"
         shot.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(shot), full_page=True)
@@ -115,8 +135,13 @@ def test_html_in_headless_chromium(demo_report, tmp_path):
     assert not external, f"the report made external requests: {external}"
     assert f"{report['results']['classification']['accuracy'] * 100:.1f}%" in text
     res = report["results"]
-    for needle in (f"{res['calibration']['ece'] * 100:.2f}%", f"{res['selective_prediction']['aurc']:.4f}",
-                   f"{res['fisher']['tail_mass'] * 100:.1f}%", "Sensitivity: Fisher scores", "risk–coverage curve"):
+    for needle in (
+        f"{res['calibration']['ece'] * 100:.2f}%",
+        f"{res['selective_prediction']['aurc']:.4f}",
+        f"{res['fisher']['tail_mass'] * 100:.1f}%",
+        "Sensitivity: Fisher scores",
+        "risk–coverage curve",
+    ):
         assert needle in text, needle
     assert shot.stat().st_size > 50_000
 
@@ -144,9 +169,14 @@ def test_pdf_pages_and_text(demo_report, tmp_path):
     assert report["report_id"] in text  # running header
     assert "page 1 of" in text and SAMPLE_MODEL.name in text
     res = report["results"]
-    for needle in (f"{res['calibration']['ece'] * 100:.2f}%", f"{res['selective_prediction']['aurc']:.4f}",
-                   f"{res['calibration']['temperature']:.3f}", "Sensitivity: Fisher scores", "Calibration",
-                   "Selective prediction"):
+    for needle in (
+        f"{res['calibration']['ece'] * 100:.2f}%",
+        f"{res['selective_prediction']['aurc']:.4f}",
+        f"{res['calibration']['temperature']:.3f}",
+        "Sensitivity: Fisher scores",
+        "Calibration",
+        "Selective prediction",
+    ):
         assert needle in text, needle
     for p in res["selective_prediction"]["operating_points"]:
         if p["reachable"]:
@@ -158,8 +188,9 @@ def test_killed_run_leaves_no_half_report_and_keeps_earlier_ones(demo_report, tm
     shutil.copytree(demo_report.parent, out / SAMPLE_MODEL.stem)
     earlier = {p: p.read_bytes() for p in (out / SAMPLE_MODEL.stem).rglob("*") if p.is_file()}
     cmd = [sys.executable, "-m", "auditor.cli", str(SAMPLE_MODEL), str(SAMPLE_TEST), "--out", str(out), "--quiet"]
-    proc = subprocess.Popen(cmd, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 240
     partial = []
     while time.time() < deadline and proc.poll() is None:
@@ -175,8 +206,9 @@ def test_killed_run_leaves_no_half_report_and_keeps_earlier_ones(demo_report, tm
     for p, data in earlier.items():
         assert p.read_bytes() == data
     # the next run cleans the dead run's partial folder and writes a complete report
-    r = run_cli(SAMPLE_MODEL, SAMPLE_TEST, "--out", out, "--quiet", "--format", "json",
-                "--preprocess-check-samples", "0")
+    r = run_cli(
+        SAMPLE_MODEL, SAMPLE_TEST, "--out", out, "--quiet", "--format", "json", "--preprocess-check-samples", "0"
+    )
     assert r.returncode == 0 and not error_lines(r.stderr), r.stderr
     assert r.stderr == "", "--quiet must keep stderr empty (TensorFlow's start-up notices included)"
     assert not list((out / SAMPLE_MODEL.stem).glob(".partial-*"))

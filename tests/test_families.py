@@ -21,9 +21,9 @@ from tests.conftest import write_colour_folder
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from auditor.model import recognise_base  # noqa: E402
-from auditor.pipeline import prepare_model  # noqa: E402
-from auditor.preprocess import scale_pixels  # noqa: E402
+from auditor.model import recognise_base
+from auditor.pipeline import prepare_model
+from auditor.preprocess import scale_pixels
 
 # (constructor, keras.applications module, input size, extra kwargs, expected family, expected scaling)
 SPECS = [
@@ -47,8 +47,7 @@ IMAGE = np.random.default_rng(7).integers(0, 256, (40, 50, 3), dtype=np.uint8)  
 
 def _reference(module: str, size: int) -> np.ndarray:
     """keras.applications.<module>.preprocess_input of IMAGE resized as Keras's folder loader does."""
-    resized = tf.image.resize(IMAGE[None].astype(np.float32), (size, size), method="bilinear",
-                              antialias=False).numpy()
+    resized = tf.image.resize(IMAGE[None].astype(np.float32), (size, size), method="bilinear", antialias=False).numpy()
     return np.asarray(getattr(keras.applications, module).preprocess_input(resized.copy()))
 
 
@@ -56,8 +55,15 @@ def _heads(fn: str, size: int, kwargs: dict):
     """The base nested in a Sequential and in a Functional head (pooling + Dense softmax over 3 classes)."""
     make = getattr(keras.applications, fn)
     base = make(include_top=False, weights=None, input_shape=(size, size, 3), **kwargs)
-    seq = keras.Sequential([keras.Input((size, size, 3)), base, keras.layers.GlobalAveragePooling2D(),
-                            keras.layers.Dense(3, activation="softmax")], name="seq_head")
+    seq = keras.Sequential(
+        [
+            keras.Input((size, size, 3)),
+            base,
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax"),
+        ],
+        name="seq_head",
+    )
     base2 = make(include_top=False, weights=None, input_shape=(size, size, 3), **kwargs)
     inp = keras.Input((size, size, 3))
     x = keras.layers.GlobalAveragePooling2D()(base2(inp))
@@ -104,10 +110,20 @@ def test_every_family_has_a_distinct_pattern_and_cues():
     for fam in families.FAMILIES:
         assert fam.scaling in ("caffe", "symmetric", "torch", "raw")
         assert hasattr(keras.applications, fam.module), fam.module
-    names = {"mobilenetv2_0.35_96": "MobileNetV2", "mobilenet_0.25_128": "MobileNet", "densenet169": "DenseNet",
-             "resnet101v2": "ResNetV2", "resnet152": "ResNet", "efficientnetv2-s": "EfficientNetV2",
-             "MobileNetV3Large": "MobileNetV3", "NASNet": "NASNet", "convnext_xlarge": "ConvNeXt",
-             "vgg19": "VGG", "efficientnetb7": "EfficientNet", "inception_resnet_v2": "InceptionResNetV2"}
+    names = {
+        "mobilenetv2_0.35_96": "MobileNetV2",
+        "mobilenet_0.25_128": "MobileNet",
+        "densenet169": "DenseNet",
+        "resnet101v2": "ResNetV2",
+        "resnet152": "ResNet",
+        "efficientnetv2-s": "EfficientNetV2",
+        "MobileNetV3Large": "MobileNetV3",
+        "NASNet": "NASNet",
+        "convnext_xlarge": "ConvNeXt",
+        "vgg19": "VGG",
+        "efficientnetb7": "EfficientNet",
+        "inception_resnet_v2": "InceptionResNetV2",
+    }
     for name, fam in names.items():
         assert families.family_by_name(name).name == fam, name
     assert families.family_by_name("my_cnn") is None and families.family_by_name("resnet50_finetuned") is None
@@ -115,8 +131,14 @@ def test_every_family_has_a_distinct_pattern_and_cues():
 
 def test_renamed_nested_base_is_recognised_by_its_layers():
     base = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3), name="backbone")
-    model = keras.Sequential([keras.Input((32, 32, 3)), base, keras.layers.GlobalAveragePooling2D(),
-                              keras.layers.Dense(2, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            base,
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
     rec = recognise_base(model)
     assert (rec.family, rec.scaling, rec.base_name) == ("ResNet", "caffe", "backbone")
     assert "'backbone' (ResNet family, recognised by its layer names) expects caffe" in rec.note
@@ -135,33 +157,62 @@ def test_flat_base_built_into_the_model_is_recognised():
 
 def test_base_known_only_by_its_name_and_a_plain_cnn():
     inner = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3)], name="mobilenetv2_0.35_96")
-    model = keras.Sequential([keras.Input((16, 16, 3)), inner, keras.layers.GlobalAveragePooling2D(),
-                              keras.layers.Dense(2, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            inner,
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
     rec = recognise_base(model)
     assert (rec.family, rec.scaling, rec.cue) == ("MobileNetV2", "symmetric", "model name")
-    plain = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3, name="conv1"),
-                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, activation="softmax")])
+    plain = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(4, 3, name="conv1"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
     assert recognise_base(plain) is None
 
 
-@pytest.mark.parametrize("fn,kwargs,expected", [
-    ("MobileNetV3Small", {"minimalistic": True}, "symmetric"),  # documented: [-1, 1] without its Rescaling
-    ("EfficientNetV2B0", {}, "symmetric"),  # documented: [-1, 1] without its preprocessing
-    ("ConvNeXtTiny", {}, "torch"),  # the ImageNet mean/std its omitted Normalization layer would apply
-])
+@pytest.mark.parametrize(
+    "fn,kwargs,expected",
+    [
+        ("MobileNetV3Small", {"minimalistic": True}, "symmetric"),  # documented: [-1, 1] without its Rescaling
+        ("EfficientNetV2B0", {}, "symmetric"),  # documented: [-1, 1] without its preprocessing
+        ("ConvNeXtTiny", {}, "torch"),  # the ImageNet mean/std its omitted Normalization layer would apply
+    ],
+)
 def test_bases_built_without_their_preprocessing_layers(fn, kwargs, expected):
-    base = getattr(keras.applications, fn)(include_top=False, weights=None, input_shape=(32, 32, 3),
-                                           include_preprocessing=False, **kwargs)
-    model = keras.Sequential([keras.Input((32, 32, 3)), base, keras.layers.GlobalAveragePooling2D(),
-                              keras.layers.Dense(2, activation="softmax")])
+    base = getattr(keras.applications, fn)(
+        include_top=False, weights=None, input_shape=(32, 32, 3), include_preprocessing=False, **kwargs
+    )
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            base,
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
     rec = recognise_base(model)
     assert rec.scaling == expected and not rec.own_preprocessing and "include_preprocessing=False" in rec.note
 
 
 def test_user_rescaling_in_front_of_a_base_wins():
     base = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
-    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255.0), base,
-                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Rescaling(1 / 255.0),
+            base,
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
     rec = recognise_base(model)
     assert rec.scaling == "raw" and "own Rescaling/Normalization layer in front of" in rec.note
 

@@ -13,11 +13,11 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from auditor.config import AuditConfig  # noqa: E402
-from auditor.data import discover  # noqa: E402
-from auditor.pipeline import clean_pass, prepare_model  # noqa: E402
-from auditor.progress import QUIET  # noqa: E402
-from tests.conftest import error_lines, run_cli  # noqa: E402
+from auditor.config import AuditConfig
+from auditor.data import discover
+from auditor.pipeline import clean_pass, prepare_model
+from auditor.progress import QUIET
+from tests.conftest import error_lines, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 SIZE = (24, 24)
@@ -34,8 +34,10 @@ def data(tmp_path_factory):
             for f in sorted(cls_dir.glob("*.png"))[:n]:
                 img = cv2.imread(str(f))
                 h, w = (int(v) for v in rng.integers(30, 110, 2))
-                cv2.imwrite(str(root / split / cls_dir.name / f"{f.stem}.{ext}"),
-                            cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA))
+                cv2.imwrite(
+                    str(root / split / cls_dir.name / f"{f.stem}.{ext}"),
+                    cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA),
+                )
     return root
 
 
@@ -50,23 +52,29 @@ def _load(loader: str, folder: Path):
     files, y = _files(folder)
     h, w = SIZE
     if loader == "load_img":
-        x = [keras.utils.img_to_array(keras.utils.load_img(f, target_size=SIZE, interpolation="bilinear"))
-             for f in files]
+        x = [
+            keras.utils.img_to_array(keras.utils.load_img(f, target_size=SIZE, interpolation="bilinear")) for f in files
+        ]
     elif loader == "cv2_area_rgb":
-        x = [cv2.resize(cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB), (w, h), interpolation=cv2.INTER_AREA)
-             for f in files]
+        x = [
+            cv2.resize(cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB), (w, h), interpolation=cv2.INTER_AREA)
+            for f in files
+        ]
     elif loader == "cv2_bgr":
         x = [cv2.resize(cv2.imread(str(f)), (w, h)) for f in files]
     elif loader == "flow":
         from keras.src.legacy.preprocessing.image import ImageDataGenerator
-        it = ImageDataGenerator().flow_from_directory(str(folder), target_size=SIZE, batch_size=1000,
-                                                      shuffle=False, class_mode="sparse")
+
+        it = ImageDataGenerator().flow_from_directory(
+            str(folder), target_size=SIZE, batch_size=1000, shuffle=False, class_mode="sparse"
+        )
         xb, yb = next(it)
         assert list(yb.astype(int)) == list(y) and [Path(p).name for p in it.filepaths] == [f.name for f in files]
         return xb.astype(np.float32), y
     elif loader == "folder":
-        ds = keras.utils.image_dataset_from_directory(str(folder), image_size=SIZE, batch_size=None,
-                                                      shuffle=False, verbose=False)
+        ds = keras.utils.image_dataset_from_directory(
+            str(folder), image_size=SIZE, batch_size=None, shuffle=False, verbose=False
+        )
         return np.stack([a.numpy() for a, _ in ds]), y
     return np.stack(x).astype(np.float32), y
 
@@ -87,11 +95,17 @@ def trained(data, tmp_path_factory):
     for loader in LOADERS:
         x, y = _load(loader, data / "train")
         keras.utils.set_random_seed(0)
-        model = keras.Sequential([
-            keras.Input(SIZE + (3,)), keras.layers.Rescaling(1 / 255.0),
-            keras.layers.Conv2D(16, 3, activation="relu"), keras.layers.MaxPooling2D(),
-            keras.layers.Conv2D(16, 3, activation="relu"), keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(5, activation="softmax")])
+        model = keras.Sequential(
+            [
+                keras.Input(SIZE + (3,)),
+                keras.layers.Rescaling(1 / 255.0),
+                keras.layers.Conv2D(16, 3, activation="relu"),
+                keras.layers.MaxPooling2D(),
+                keras.layers.Conv2D(16, 3, activation="relu"),
+                keras.layers.GlobalAveragePooling2D(),
+                keras.layers.Dense(5, activation="softmax"),
+            ]
+        )
         model.compile(optimizer=keras.optimizers.Adam(0.005), loss="sparse_categorical_crossentropy")
         model.fit(x, y, epochs=25, batch_size=16, verbose=0)
         xt, yt = _load(loader, data / "test")
@@ -103,8 +117,13 @@ def trained(data, tmp_path_factory):
 
 
 def _audit_probs(path, data_dir, **flags):
-    cfg = AuditConfig(model_paths=(path,), data_path=data_dir, n_bootstrap=0,
-                      sections={"preprocessing_check": {"samples": 0}}, **flags)
+    cfg = AuditConfig(
+        model_paths=(path,),
+        data_path=data_dir,
+        n_bootstrap=0,
+        sections={"preprocessing_check": {"samples": 0}},
+        **flags,
+    )
     index = discover(data_dir)
     pm = prepare_model(cfg, path, index)
     cp = clean_pass(pm, index, cfg, QUIET)
@@ -135,8 +154,9 @@ def test_folder_loader_needs_tensorflow_jpeg_decode(trained, data):
     path, own_probs, _ = trained["folder"]
     files, _ = _files(data / "test")
     clf = KerasClassifier(path)
-    x = clf.prepare([cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in files], resize="bilinear",
-                    scaling="raw")
+    x = clf.prepare(
+        [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in files], resize="bilinear", scaling="raw"
+    )
     assert np.abs(clf.predict_arrays(x) - own_probs).max() > 1e-4
 
 
@@ -144,8 +164,20 @@ def test_cli_bgr_model_matches_own_pipeline_and_default_is_wrong(trained, data, 
     path, _, own_acc = trained["cv2_bgr"]
     accs = {}
     for name, extra in (("matched", ["--resize", "cv2:linear", "--channels", "bgr"]), ("default", [])):
-        r = run_cli(path, data / "test", "--out", tmp_path / name, "--format", "json", "--bootstrap", "0",
-                    "--preprocess-check-samples", "0", "-q", *extra)
+        r = run_cli(
+            path,
+            data / "test",
+            "--out",
+            tmp_path / name,
+            "--format",
+            "json",
+            "--bootstrap",
+            "0",
+            "--preprocess-check-samples",
+            "0",
+            "-q",
+            *extra,
+        )
         assert r.returncode == 0, r.stderr
         report = json.loads((Path(r.stdout.strip().splitlines()[-1]) / "audit.json").read_text())
         accs[name] = report["results"]["classification"]["accuracy"] if "results" in report else None
@@ -161,11 +193,14 @@ def test_cli_bgr_model_matches_own_pipeline_and_default_is_wrong(trained, data, 
 # ------------------------------------------------------------------------------ bad input
 
 
-@pytest.mark.parametrize("args, subject, words", [
-    (["--resize", "pil:bilnear"], "--resize", ["pil:bilinear", "cv2:area", "tf:bilinear-aa", "bilinear"]),
-    (["--crop", "center:1.5"], "--crop", ["center:FRACTION"]),
-    (["--channels", "rbg"], "--channels", ["rgb, bgr"]),
-])
+@pytest.mark.parametrize(
+    "args, subject, words",
+    [
+        (["--resize", "pil:bilnear"], "--resize", ["pil:bilinear", "cv2:area", "tf:bilinear-aa", "bilinear"]),
+        (["--crop", "center:1.5"], "--crop", ["center:FRACTION"]),
+        (["--channels", "rbg"], "--channels", ["rgb, bgr"]),
+    ],
+)
 def test_bad_options(colour_model_path, colour_data, tmp_path, args, subject, words):
     r = run_cli(colour_model_path, colour_data, "--out", tmp_path, *args)
     assert r.returncode == 2
@@ -184,8 +219,12 @@ def test_bad_sidecar_values(colour_model_path, colour_data, tmp_path):
     model = tmp_path / "m.keras"
     shutil.copy(colour_model_path, model)
     side = tmp_path / "m.json"
-    for key, value, word in (("resize", "pil:fancy", "cv2:lanczos4"), ("crop", "center:0", "center:FRACTION"),
-                             ("crop", 0.5, "center:FRACTION"), ("channel_order", "BGR", "rgb, bgr")):
+    for key, value, word in (
+        ("resize", "pil:fancy", "cv2:lanczos4"),
+        ("crop", "center:0", "center:FRACTION"),
+        ("crop", 0.5, "center:FRACTION"),
+        ("channel_order", "BGR", "rgb, bgr"),
+    ):
         side.write_text(json.dumps({key: value}))
         with pytest.raises(InputError) as e:
             load_sidecar(model)

@@ -142,7 +142,9 @@ def test_hand_computed_small_case():
     assert [r.f1 for r in m.per_class] == pytest.approx(f1)
     # the most frequent confusions: 2->0 and 2->1 once each (rate 1/3), in class order
     assert [(c.true, c.predicted, c.count) for c in m.confused_pairs] == [
-        ("class_2", "class_0", 1), ("class_2", "class_1", 1)]
+        ("class_2", "class_0", 1),
+        ("class_2", "class_1", 1),
+    ]
     assert m.confused_pairs[0].rate == pytest.approx(1 / 3)
     assert sorted(m.most_confident_mistakes) == [3, 5]
 
@@ -228,8 +230,9 @@ def test_roc_points_lie_on_sklearn_curve(seed, k):
         assert len(fpr) <= len(sk_fpr)
         for f, t in zip(sk_fpr, sk_tpr):
             j = np.searchsorted(fpr, f, side="right") - 1
-            on_vertical = np.any((np.abs(fpr - f) < 1e-12) & (tpr >= t - 1e-12)) and \
-                np.any((np.abs(fpr - f) < 1e-12) & (tpr <= t + 1e-12))
+            on_vertical = np.any((np.abs(fpr - f) < 1e-12) & (tpr >= t - 1e-12)) and np.any(
+                (np.abs(fpr - f) < 1e-12) & (tpr <= t + 1e-12)
+            )
             if not on_vertical:
                 t_line = tpr[j] + (tpr[j + 1] - tpr[j]) * (f - fpr[j]) / (fpr[j + 1] - fpr[j])
                 assert t == pytest.approx(t_line, abs=1e-9)
@@ -305,8 +308,11 @@ def test_per_class_wilson_is_reported():
 def test_bootstrap_intervals_contain_estimate(seed, k):
     y, p = random_case(seed, k, n=400)
     m = compute(y, p, n_bootstrap=400, seed=seed)
-    for est, (lo, hi) in [(m.accuracy, m.accuracy_ci), (m.f1_macro, m.f1_macro_ci),
-                          (m.balanced_accuracy, m.balanced_accuracy_ci)]:
+    for est, (lo, hi) in [
+        (m.accuracy, m.accuracy_ci),
+        (m.f1_macro, m.f1_macro_ci),
+        (m.balanced_accuracy, m.balanced_accuracy_ci),
+    ]:
         assert lo <= est <= hi
         assert 0.0 <= lo < hi <= 1.0
     for row in m.per_class:
@@ -443,9 +449,20 @@ def labelled_probs(draw):
     return y, p, perm
 
 
-COMPARED = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
-            "precision_weighted", "recall_weighted", "f1_weighted", "cohen_kappa", "matthews_corrcoef",
-            "top2_accuracy", "roc_auc_macro")
+COMPARED = (
+    "accuracy",
+    "balanced_accuracy",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "precision_weighted",
+    "recall_weighted",
+    "f1_weighted",
+    "cohen_kappa",
+    "matthews_corrcoef",
+    "top2_accuracy",
+    "roc_auc_macro",
+)
 
 
 def _same(a, b) -> bool:
@@ -488,8 +505,15 @@ def test_metrics_in_range_and_match_sklearn(case):
     present = sorted(set(y.tolist()))
     assert 0.0 <= m.accuracy <= 1.0
     assert 0.0 <= m.top2_accuracy <= 1.0 and m.top2_accuracy >= m.accuracy
-    for key in ("balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
-                "recall_weighted", "f1_weighted"):
+    for key in (
+        "balanced_accuracy",
+        "precision_macro",
+        "recall_macro",
+        "f1_macro",
+        "precision_weighted",
+        "recall_weighted",
+        "f1_weighted",
+    ):
         assert 0.0 <= getattr(m, key) <= 1.0, key
     assert -1.0 <= m.matthews_corrcoef <= 1.0
     ref = sk_summary(y, p, labels=present)

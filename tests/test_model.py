@@ -7,9 +7,9 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from auditor.errors import InputError  # noqa: E402
-from auditor.model import KerasClassifier  # noqa: E402
-from tests.conftest import colour_model  # noqa: E402
+from auditor.errors import InputError
+from auditor.model import KerasClassifier
+from tests.conftest import colour_model
 
 
 def _images(n=6, seed=0):
@@ -81,7 +81,7 @@ def test_missing_model_and_wrong_extension(tmp_path):
         KerasClassifier(tmp_path / "nope.keras")
     other = tmp_path / "model.pt"
     other.write_bytes(b"\0" * 10)
-    with pytest.raises(InputError, match="extension '.pt'"):
+    with pytest.raises(InputError, match=r"extension '\.pt'"):
         KerasClassifier(other)
     h5 = tmp_path / "model.h5"
     h5.write_bytes(b"not hdf5 at all")
@@ -95,7 +95,7 @@ def test_output_of_rank_three_is_not_an_image_classifier(tmp_path):
     out = keras.layers.Reshape((256, 4))(out)
     path = tmp_path / "seg.keras"
     keras.Model(inp, out).save(path)
-    with pytest.raises(InputError, match="not an image classifier: output shape .* rank 3"):
+    with pytest.raises(InputError, match=r"not an image classifier: output shape .* rank 3"):
         KerasClassifier(path)
 
 

@@ -29,9 +29,14 @@ def _roundtrip(s: ModelSanity) -> None:
 
 def test_healthy_outputs_give_no_warning():
     probs, y = _healthy()
-    s = compute_model_sanity(probs, y, n_classes_in_data=5, output_type="probabilities", class_names=NAMES,
-                             raw_row_sums={"n_rows": 200, "min_row_sum": 0.9999, "max_row_sum": 1.0001,
-                                           "mean_row_sum": 1.0, "rows_off": 0})
+    s = compute_model_sanity(
+        probs,
+        y,
+        n_classes_in_data=5,
+        output_type="probabilities",
+        class_names=NAMES,
+        raw_row_sums={"n_rows": 200, "min_row_sum": 0.9999, "max_row_sum": 1.0001, "mean_row_sum": 1.0, "rows_off": 0},
+    )
     assert s.warnings == () and not s.looks_broken and not s.rows_not_normalised
     assert s.n_predicted_classes == 5
     # the spread is max over classes of (max - min) across images, computed here independently
@@ -64,14 +69,16 @@ def test_one_class_for_every_image_looks_broken():
     probs = rng.dirichlet(np.ones(5), 200)
     probs[:, 2] += 3.0  # lymphocyte always wins, rows still vary
     probs /= probs.sum(1, keepdims=True)
-    s = compute_model_sanity(probs, np.arange(200) % 5, n_classes_in_data=5, output_type="probabilities",
-                             class_names=NAMES)
+    s = compute_model_sanity(
+        probs, np.arange(200) % 5, n_classes_in_data=5, output_type="probabilities", class_names=NAMES
+    )
     assert not s.constant_output and s.looks_broken
     assert s.single_predicted_class == "lymphocyte"
     assert "predicts 'lymphocyte' for all 200 images although the data holds 5 classes" in s.warnings[0]
     # one class in the data: predicting it everywhere is not a sign of a broken model
-    one = compute_model_sanity(probs, np.full(200, 2), n_classes_in_data=1, output_type="probabilities",
-                               class_names=NAMES)
+    one = compute_model_sanity(
+        probs, np.full(200, 2), n_classes_in_data=1, output_type="probabilities", class_names=NAMES
+    )
     assert not one.looks_broken and one.warnings == ()
 
 
@@ -123,9 +130,9 @@ def test_bad_arguments_are_input_errors():
 
 keras = pytest.importorskip("keras")
 
-from auditor.config import AuditConfig  # noqa: E402
-from auditor.pipeline import run_audit  # noqa: E402
-from tests.conftest import colour_model, error_lines, run_cli, write_colour_folder  # noqa: E402
+from auditor.config import AuditConfig
+from auditor.pipeline import run_audit
+from tests.conftest import colour_model, error_lines, run_cli, write_colour_folder
 
 
 @pytest.fixture(scope="module")
@@ -134,16 +141,22 @@ def colours(tmp_path_factory):
 
 
 def _audit(path, data):
-    cfg = AuditConfig(model_paths=(path,), data_path=data, n_bootstrap=0,
-                      sections={"preprocessing_check": {"samples": 0}})
+    cfg = AuditConfig(
+        model_paths=(path,), data_path=data, n_bootstrap=0, sections={"preprocessing_check": {"samples": 0}}
+    )
     return run_audit(cfg)[0]
 
 
 def test_nan_weights_exit_2_naming_the_layers(tmp_path, colours):
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3, name="conv2d"),
-                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax",
-                                                                                        name="dense_1")])
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(4, 3, name="conv2d"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax", name="dense_1"),
+        ]
+    )
     kernel, bias = model.get_layer("conv2d").get_weights()
     model.get_layer("conv2d").set_weights([np.full_like(kernel, np.nan), bias])
     w, b = model.get_layer("dense_1").get_weights()
@@ -177,8 +190,19 @@ def test_constant_output_model_is_flagged_first_and_boxed(tmp_path, colours):
     model.get_layer("head").set_weights([np.zeros_like(w), b])  # the output ignores the image: 1/3 each
     path = tmp_path / "constant.keras"
     model.save(path)
-    proc = run_cli(path, colours, "--out", tmp_path / "out", "--format", "json,html", "--bootstrap", "0",
-                   "--preprocess-check-samples", "0", "--quiet")
+    proc = run_cli(
+        path,
+        colours,
+        "--out",
+        tmp_path / "out",
+        "--format",
+        "json,html",
+        "--bootstrap",
+        "0",
+        "--preprocess-check-samples",
+        "0",
+        "--quiet",
+    )
     assert proc.returncode == 0, proc.stderr
     folder = next((tmp_path / "out").rglob("audit.json")).parent
     report = json.loads((folder / "audit.json").read_text())
@@ -227,8 +251,10 @@ def test_probabilities_summing_to_two_are_normalised_and_warned(tmp_path, colour
     s = report["model_sanity"]
     assert s.rows_not_normalised and s.raw_rows == 24 and s.raw_rows_off == 24
     assert s.raw_sum_min == pytest.approx(2.0, abs=1e-5) and s.raw_sum_max == pytest.approx(2.0, abs=1e-5)
-    assert any("'probabilities' sum to 2.000 (2.000 to 2.000), not 1, in 24 of 24 images" in w
-               for w in report.summary["warnings"])
+    assert any(
+        "'probabilities' sum to 2.000 (2.000 to 2.000), not 1, in 24 of 24 images" in w
+        for w in report.summary["warnings"]
+    )
     assert report["classification"].metrics.accuracy == 1.0  # the audit completed on the normalised rows
 
 

@@ -13,8 +13,15 @@ import pytest
 from scipy.stats import binomtest
 
 from auditor.analyses.preprocessing import PreprocessingCheck, compute_preprocessing_check
-from auditor.analyses.sequential import (decide_look, drop_level, look_schedule, run_elimination, sign_test_p,
-                                         stratified_order, tie_miss_probability)
+from auditor.analyses.sequential import (
+    decide_look,
+    drop_level,
+    look_schedule,
+    run_elimination,
+    sign_test_p,
+    stratified_order,
+    tie_miss_probability,
+)
 
 # ----------------------------------------------------------------------------------- pure statistics
 
@@ -23,10 +30,10 @@ def test_sign_test_matches_scipy():
     wins = np.array([[0, 3, 10], [5, 40, 11]])
     losses = np.array([[0, 1, 0], [5, 35, 2]])
     p = sign_test_p(wins, losses)
-    for w, l, got in zip(wins.ravel(), losses.ravel(), p.ravel()):
-        ref = binomtest(int(w), int(w + l), 0.5, alternative="greater").pvalue if w + l else 1.0
+    for w, lo, got in zip(wins.ravel(), losses.ravel(), p.ravel()):
+        ref = binomtest(int(w), int(w + lo), 0.5, alternative="greater").pvalue if w + lo else 1.0
         assert got == pytest.approx(ref, rel=1e-12)
-    assert sign_test_p(11, 0) == pytest.approx(2.0 ** -11)
+    assert sign_test_p(11, 0) == pytest.approx(2.0**-11)
 
 
 def test_schedule_and_level_by_hand():
@@ -36,7 +43,7 @@ def test_schedule_and_level_by_hand():
     assert look_schedule(20) == (20,)
     assert look_schedule(0) == ()
     assert drop_level(20, 3) == pytest.approx(0.05 / 57)
-    assert tie_miss_probability(0.05, 128) == pytest.approx(0.95 ** 128)
+    assert tie_miss_probability(0.05, 128) == pytest.approx(0.95**128)
     assert tie_miss_probability(0.02, 128) < 0.08
 
 
@@ -80,8 +87,9 @@ def test_clearly_worse_dropped_at_first_look_and_copy_tied():
     assert asked[1] == ((0, 2, 3), 32, 64)  # 'hopeless' is no longer asked for
     assert asked[2][0] == (0, 3)
     # the exhaustive mode asks for everything once
-    res = run_elimination(lambda idx, a, b: correct[idx, a:b], 4, 250, reference=0, schedule=(32, 64, 128, 250),
-                          sequential=False)
+    res = run_elimination(
+        lambda idx, a, b: correct[idx, a:b], 4, 250, reference=0, schedule=(32, 64, 128, 250), sequential=False
+    )
     assert res.status == ("reference", "full", "full", "full") and list(res.n_evaluated) == [250] * 4
 
 
@@ -106,8 +114,9 @@ def test_error_rate_under_the_null_is_controlled():
     s_count, m = 20, 250
     for _ in range(runs):
         correct = rng.random((s_count, m)) < 0.7
-        res = run_elimination(lambda idx, a, b: correct[idx, a:b], s_count, m, reference=0,
-                              schedule=look_schedule(m), alpha=0.05)
+        res = run_elimination(
+            lambda idx, a, b, c=correct: c[idx, a:b], s_count, m, reference=0, schedule=look_schedule(m), alpha=0.05
+        )
         best = int(np.argmax(correct.sum(axis=1)))
         best_dropped += res.status[best] == "dropped"
         drops += res.status.count("dropped")
@@ -120,8 +129,9 @@ def test_error_rate_under_the_null_is_controlled():
     for _ in range(100):
         correct = rng.random((s_count, m)) < 0.7
         correct[5] = rng.random(m) < 0.5
-        res = run_elimination(lambda idx, a, b: correct[idx, a:b], s_count, m, reference=0,
-                              schedule=look_schedule(m))
+        res = run_elimination(
+            lambda idx, a, b, c=correct: c[idx, a:b], s_count, m, reference=0, schedule=look_schedule(m)
+        )
         dropped += res.status[5] == "dropped"
     assert dropped >= 90
 
@@ -138,11 +148,17 @@ def _preds(n_correct, n=100):
 
 def test_stopped_settings_in_the_analysis_by_hand():
     chosen = ("bilinear", "raw")
-    preds = {chosen: _preds(80), ("area", "raw"): _preds(82), ("bilinear", "unit"): _preds(3, n=32),
-             ("area", "unit"): _preds(32, n=32), ("nearest", "raw"): _preds(64, n=64)}
+    preds = {
+        chosen: _preds(80),
+        ("area", "raw"): _preds(82),
+        ("bilinear", "unit"): _preds(3, n=32),
+        ("area", "unit"): _preds(32, n=32),
+        ("nearest", "raw"): _preds(64, n=64),
+    }
     status = {("bilinear", "unit"): "dropped", ("area", "unit"): "dropped", ("nearest", "raw"): "tied"}
-    r = compute_preprocessing_check(Y, preds, chosen=chosen, status=status, forward_passes=228,
-                                    forward_passes_exhaustive=400)
+    r = compute_preprocessing_check(
+        Y, preds, chosen=chosen, status=status, forward_passes=228, forward_passes_exhaustive=400
+    )
     assert r.resize_methods == ("bilinear", "area", "nearest") and r.scalings == ("raw", "unit")
     # a dropped setting keeps its accuracy on the images it saw, and is never the best, even at 100 %
     assert r.accuracy[0][1] == pytest.approx(3 / 32) and r.accuracy[1][1] == 1.0
@@ -152,8 +168,11 @@ def test_stopped_settings_in_the_analysis_by_hand():
     assert r.resize_spread == pytest.approx(0.02)
     assert r.n_evaluated == ((100, 32), (100, 32), (64, 0))
     assert r.status == (("full", "dropped"), ("full", "dropped"), ("tied", ""))
-    assert r.stopped_early() == [("bilinear", "unit", "dropped", 32), ("area", "unit", "dropped", 32),
-                                 ("nearest", "raw", "tied", 64)]
+    assert r.stopped_early() == [
+        ("bilinear", "unit", "dropped", 32),
+        ("area", "unit", "dropped", 32),
+        ("nearest", "raw", "tied", 64),
+    ]
     assert r.warnings == ()
     d = json.loads(json.dumps(r.to_dict(), allow_nan=False))
     back = PreprocessingCheck.from_dict(d)
@@ -172,10 +191,15 @@ def test_grid_figure_marks_stopped_settings(monkeypatch):
     from auditor.report import figures
 
     chosen = ("bilinear", "raw")
-    preds = {chosen: _preds(80), ("bilinear", "unit"): _preds(3, n=32), ("area", "raw"): _preds(64, n=64),
-             ("area", "unit"): _preds(10)}
-    r = compute_preprocessing_check(Y, preds, chosen=chosen,
-                                    status={("bilinear", "unit"): "dropped", ("area", "raw"): "tied"})
+    preds = {
+        chosen: _preds(80),
+        ("bilinear", "unit"): _preds(3, n=32),
+        ("area", "raw"): _preds(64, n=64),
+        ("area", "unit"): _preds(10),
+    }
+    r = compute_preprocessing_check(
+        Y, preds, chosen=chosen, status={("bilinear", "unit"): "dropped", ("area", "raw"): "tied"}
+    )
     texts = []
     real = figures.sns.heatmap
 
@@ -193,12 +217,12 @@ def test_grid_figure_marks_stopped_settings(monkeypatch):
 
 keras = pytest.importorskip("keras")
 
-from auditor.config import RESIZE_CHOICES, AuditConfig  # noqa: E402
-from auditor.preprocess import SCALINGS  # noqa: E402
-from auditor.data import discover  # noqa: E402
-from auditor.pipeline import clean_pass, prepare_model, run_section  # noqa: E402
-from auditor.progress import QUIET  # noqa: E402
-from tests.conftest import write_colour_folder  # noqa: E402
+from auditor.config import RESIZE_CHOICES, AuditConfig
+from auditor.data import discover
+from auditor.pipeline import clean_pass, prepare_model, run_section
+from auditor.preprocess import SCALINGS
+from auditor.progress import QUIET
+from tests.conftest import write_colour_folder
 
 
 @pytest.fixture(scope="module")
@@ -209,16 +233,17 @@ def trained(tmp_path_factory):
     data = write_colour_folder(root / "train", n_per_class=20, size=(45, 37), seed=1, jitter=70)
     test = write_colour_folder(root / "test", n_per_class=100, size=(61, 29), seed=2, jitter=70)
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((24, 24, 3)),
-        keras.layers.Rescaling(1 / 255.0),
-        keras.layers.Conv2D(4, 3, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(8, activation="relu"),
-        keras.layers.Dense(3, activation="softmax"),
-    ])
-    train_ds = keras.utils.image_dataset_from_directory(data, image_size=(24, 24), batch_size=16, seed=0,
-                                                        verbose=False)
+    model = keras.Sequential(
+        [
+            keras.Input((24, 24, 3)),
+            keras.layers.Rescaling(1 / 255.0),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    train_ds = keras.utils.image_dataset_from_directory(data, image_size=(24, 24), batch_size=16, seed=0, verbose=False)
     model.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
     model.fit(train_ds, epochs=3, verbose=0)
     path = root / "trained.keras"
@@ -228,8 +253,9 @@ def trained(tmp_path_factory):
 
 def _both_checks(path, data, **kw):
     """The exhaustive and the sequential check on one clean pass, counting the images forwarded."""
-    cfg = AuditConfig(model_paths=(path,), data_path=data, n_bootstrap=0,
-                      sections={"preprocessing_check": {"samples": 300}}, **kw)
+    cfg = AuditConfig(
+        model_paths=(path,), data_path=data, n_bootstrap=0, sections={"preprocessing_check": {"samples": 300}}, **kw
+    )
     index = discover(data)
     pm = prepare_model(cfg, path, index)
     cp = clean_pass(pm, index, cfg, QUIET)
@@ -260,8 +286,9 @@ def test_sequential_agrees_with_exhaustive_at_a_fraction_of_the_passes(trained, 
     assert full.stopped_early() == []
     assert seq.best == full.best
     assert seq.warnings == full.warnings  # same warnings, word for word
-    assert seq.chosen_accuracy == full.chosen_accuracy == pytest.approx(
-        np.mean(cp.probs.argmax(axis=1) == cp.y_true))  # all 300 images: the chosen's come from the clean pass
+    assert (
+        seq.chosen_accuracy == full.chosen_accuracy == pytest.approx(np.mean(cp.probs.argmax(axis=1) == cp.y_true))
+    )  # all 300 images: the chosen's come from the clean pass
     assert n_seq <= 0.4 * n_full, (n_seq, n_full, seq.stopped_early())
     # every setting still run at the end has the exhaustive check's accuracy exactly
     for i, row in enumerate(seq.status):
@@ -303,7 +330,9 @@ def test_sequential_check_time_on_real_images(tmp_path):
     seq = run_section("preprocessing_check", cfg, pm, index, cp)
     t_seq = time.perf_counter() - t
     full = run_section("preprocessing_check", cfg, pm, index, cp, sequential=False)
-    print(f"clean pass {cp.seconds:.2f} s, sequential check {t_seq:.2f} s ({t_seq / cp.seconds:.2f}x), "
-          f"{seq.forward_passes}/{seq.forward_passes_exhaustive} image passes")
+    print(
+        f"clean pass {cp.seconds:.2f} s, sequential check {t_seq:.2f} s ({t_seq / cp.seconds:.2f}x), "
+        f"{seq.forward_passes}/{seq.forward_passes_exhaustive} image passes"
+    )
     assert seq.best == full.best and seq.warnings == full.warnings
     assert seq.forward_passes <= seq.forward_passes_exhaustive

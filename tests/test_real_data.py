@@ -23,8 +23,10 @@ REAL = os.environ.get("WBC_REAL_DATA")
 @pytest.fixture(scope="module")
 def real_test_dir() -> Path:
     if not REAL:
-        pytest.skip("WBC_REAL_DATA is not set: the real PBC subset is absent, so the real-data integration "
-                    "test did not run (set WBC_REAL_DATA=../shared/data/pbc5)")
+        pytest.skip(
+            "WBC_REAL_DATA is not set: the real PBC subset is absent, so the real-data integration "
+            "test did not run (set WBC_REAL_DATA=../shared/data/pbc5)"
+        )
     path = Path(REAL) / "test"
     if not path.is_dir():
         pytest.skip(f"WBC_REAL_DATA={REAL} has no test/ folder: the real-data integration test did not run")
@@ -34,8 +36,19 @@ def real_test_dir() -> Path:
 def test_audit_of_real_pbc_test_set(real_test_dir, tmp_path):
     files = [p for p in real_test_dir.rglob("*") if p.is_file()]
     train = real_test_dir.parent / "train"
-    r = run_cli(SAMPLE_MODEL, real_test_dir, "--out", tmp_path, "--format", "json,html", "--quiet",
-                "--bootstrap", "200", "--external", f"pbc-train={train}")
+    r = run_cli(
+        SAMPLE_MODEL,
+        real_test_dir,
+        "--out",
+        tmp_path,
+        "--format",
+        "json,html",
+        "--quiet",
+        "--bootstrap",
+        "200",
+        "--external",
+        f"pbc-train={train}",
+    )
     assert r.returncode == 0, r.stderr
     folder = Path(r.stdout.strip())
     report = json.loads((folder / "audit.json").read_text())
@@ -44,8 +57,9 @@ def test_audit_of_real_pbc_test_set(real_test_dir, tmp_path):
     assert report["dataset"]["n_images"] == len(files) - 1  # every other image counted
     counts = report["dataset"]["counts"]
     for cls in counts:
-        assert counts[cls] == len([p for p in (real_test_dir / cls).rglob("*")
-                                   if p.is_file() and not p.name.startswith(".")])
+        assert counts[cls] == len(
+            [p for p in (real_test_dir / cls).rglob("*") if p.is_file() and not p.name.startswith(".")]
+        )
     conflicting = [g for g in report["data_quality"]["duplicates"] if g["conflicting"]]
     assert any({"eosinophil/EO_225902.jpg", "neutrophil/BNE_191112.jpg"} == set(g["paths"]) for g in conflicting)
     with open(folder / "predictions.csv", newline="") as fh:

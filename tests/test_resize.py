@@ -16,12 +16,12 @@ import pytest
 
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from auditor import resize as rz  # noqa: E402
-from auditor.data import decode_image  # noqa: E402
-from auditor.errors import InputError  # noqa: E402
-from auditor.model import KerasClassifier, decode_tf  # noqa: E402
+from auditor import resize as rz
+from auditor.data import decode_image
+from auditor.errors import InputError
+from auditor.model import KerasClassifier, decode_tf
 
 # odd sizes: shrinking, upscaling, non-square, one pixel wide / high / both
 SHAPES = [(37, 53), (90, 17), (5, 3), (1, 40), (40, 1), (1, 1), (24, 24), (13, 13)]
@@ -38,8 +38,9 @@ def adapters(tmp_path_factory):
     out = {}
     for h, w in TARGETS:
         keras.utils.set_random_seed(0)
-        model = keras.Sequential([keras.Input((h, w, 3)), keras.layers.GlobalAveragePooling2D(),
-                                  keras.layers.Dense(2, activation="softmax")])
+        model = keras.Sequential(
+            [keras.Input((h, w, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, activation="softmax")]
+        )
         path = tmp_path_factory.mktemp("rz") / f"m{h}x{w}.keras"
         model.save(path)
         out[(h, w)] = KerasClassifier(path)
@@ -55,12 +56,23 @@ def _png(img: np.ndarray) -> io.BytesIO:
 
 def test_library_constants_match():
     assert (rz.PIL_NEAREST, rz.PIL_BILINEAR, rz.PIL_BICUBIC, rz.PIL_LANCZOS, rz.PIL_BOX, rz.PIL_HAMMING) == (
-        Image.Resampling.NEAREST, Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS,
-        Image.Resampling.BOX, Image.Resampling.HAMMING)
+        Image.Resampling.NEAREST,
+        Image.Resampling.BILINEAR,
+        Image.Resampling.BICUBIC,
+        Image.Resampling.LANCZOS,
+        Image.Resampling.BOX,
+        Image.Resampling.HAMMING,
+    )
     assert (rz.CV2_NEAREST, rz.CV2_LINEAR, rz.CV2_AREA, rz.CV2_CUBIC, rz.CV2_LANCZOS4) == (
-        cv2.INTER_NEAREST, cv2.INTER_LINEAR, cv2.INTER_AREA, cv2.INTER_CUBIC, cv2.INTER_LANCZOS4)
+        cv2.INTER_NEAREST,
+        cv2.INTER_LINEAR,
+        cv2.INTER_AREA,
+        cv2.INTER_CUBIC,
+        cv2.INTER_LANCZOS4,
+    )
     # keras load_img's names are exactly the pil family
     from keras.src.utils.image_utils import PIL_INTERPOLATION_METHODS
+
     assert {f"pil:{k}" for k in PIL_INTERPOLATION_METHODS} == {n for n, m in rz.METHODS.items() if m.family == "pil"}
     for name, m in rz.METHODS.items():
         assert m.name == name and m.family in rz.FAMILIES and m.call and m.reproduces
@@ -69,7 +81,9 @@ def test_library_constants_match():
 
 def test_flow_from_directory_default_is_pil_nearest():
     import inspect
+
     from keras.src.legacy.preprocessing.image import ImageDataGenerator
+
     default = inspect.signature(ImageDataGenerator.flow_from_directory).parameters["interpolation"].default
     assert default == "nearest"
     assert "flow_from_directory default ('nearest')" in rz.METHODS["pil:nearest"].reproduces
@@ -82,8 +96,9 @@ def _reference(img, target, method, crop="none"):
     m = rz.METHODS[method]
     if m.family == "pil":
         assert crop in ("none", "center-square")
-        pil = keras.utils.load_img(_png(img), target_size=(h, w), interpolation=method[4:],
-                                   keep_aspect_ratio=crop == "center-square")
+        pil = keras.utils.load_img(
+            _png(img), target_size=(h, w), interpolation=method[4:], keep_aspect_ratio=crop == "center-square"
+        )
         return keras.utils.img_to_array(pil)
     if crop == "center-square" and m.family != "plain":
         # the crop box as keras smart_resize computes it (float arithmetic, at least one row/column)
@@ -91,7 +106,7 @@ def _reference(img, target, method, crop="none"):
         ch = max(min(H, int(float(W * h) / w)), 1)
         cw = max(min(W, int(float(H * w) / h)), 1)
         top, left = int(float(H - ch) / 2), int(float(W - cw) / 2)
-        src = tf.convert_to_tensor(img[top:top + ch, left:left + cw])
+        src = tf.convert_to_tensor(img[top : top + ch, left : left + cw])
         crop = "none"
     elif crop == "center-square":
         src = tf.convert_to_tensor(img)
@@ -104,8 +119,10 @@ def _reference(img, target, method, crop="none"):
     if crop == "center-square":
         from keras.src.backend import tensorflow as tf_backend
         from keras.src.utils import image_utils
-        return np.asarray(image_utils.smart_resize(src, (h, w), interpolation=m.kernel,
-                                                   backend_module=tf_backend), dtype=np.float32)
+
+        return np.asarray(
+            image_utils.smart_resize(src, (h, w), interpolation=m.kernel, backend_module=tf_backend), dtype=np.float32
+        )
     return tf.image.resize(src, (h, w), method=m.kernel, antialias=m.antialias).numpy()
 
 
@@ -122,15 +139,29 @@ def test_every_method_equals_its_library(adapters, method):
             assert np.array_equal(ours, np.round(ours))
 
 
-@pytest.mark.parametrize("method", ["bilinear", "nearest", "area", "bicubic", "pil:bilinear", "pil:lanczos",
-                                    "pil:nearest", "cv2:area", "cv2:linear", "tf:bilinear-aa"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        "bilinear",
+        "nearest",
+        "area",
+        "bicubic",
+        "pil:bilinear",
+        "pil:lanczos",
+        "pil:nearest",
+        "cv2:area",
+        "cv2:linear",
+        "tf:bilinear-aa",
+    ],
+)
 def test_center_square_equals_keras_crop_to_aspect_ratio(adapters, method):
     imgs = _images(1)
     for target, clf in adapters.items():
         ours = clf.prepare(imgs, resize=method, scaling="raw", crop="center-square")
         for img, got in zip(imgs, ours):
-            np.testing.assert_array_equal(got, _reference(img, target, method, "center-square"),
-                                          err_msg=f"{method} {img.shape[:2]} -> {target}")
+            np.testing.assert_array_equal(
+                got, _reference(img, target, method, "center-square"), err_msg=f"{method} {img.shape[:2]} -> {target}"
+            )
 
 
 def test_center_square_equals_image_dataset_from_directory(adapters, tmp_path):
@@ -141,9 +172,15 @@ def test_center_square_equals_image_dataset_from_directory(adapters, tmp_path):
         Image.fromarray(img).save(tmp_path / "a" / f"{i:02d}.png")
     for target, clf in adapters.items():
         for method in ("bilinear", "area"):
-            ds = keras.utils.image_dataset_from_directory(tmp_path, image_size=target, batch_size=None,
-                                                          shuffle=False, crop_to_aspect_ratio=True,
-                                                          interpolation=method, verbose=False)
+            ds = keras.utils.image_dataset_from_directory(
+                tmp_path,
+                image_size=target,
+                batch_size=None,
+                shuffle=False,
+                crop_to_aspect_ratio=True,
+                interpolation=method,
+                verbose=False,
+            )
             ref = np.stack([x.numpy() for x, _ in ds])
             ours = clf.prepare(imgs, resize=method, scaling="raw", crop="center-square")
             np.testing.assert_array_equal(ours, ref)
@@ -171,7 +208,8 @@ def test_pil_center_fraction_is_crop_then_resize(adapters):
 
 
 def test_channels_and_caffe_match_cv2_imread_plus_preprocess_input(adapters, tmp_path):
-    """cv2.imread (BGR) + cv2.resize + vgg16.preprocess_input == --resize cv2:linear --channels bgr --preprocess caffe."""
+    """cv2.imread (BGR) + cv2.resize + vgg16.preprocess_input is
+    --resize cv2:linear --channels bgr --preprocess caffe."""
     rgb = _images(5)[0]
     path = tmp_path / "x.png"
     cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
@@ -227,8 +265,9 @@ def _real_files(n=6):
 def test_real_images_each_family_reproduces_its_loader(tmp_path_factory):
     files = _real_files()
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((64, 64, 3)), keras.layers.GlobalAveragePooling2D(),
-                              keras.layers.Dense(2, activation="softmax")])
+    model = keras.Sequential(
+        [keras.Input((64, 64, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, activation="softmax")]
+    )
     path = tmp_path_factory.mktemp("real") / "m.keras"
     model.save(path)
     clf = KerasClassifier(path)
@@ -243,9 +282,11 @@ def test_real_images_each_family_reproduces_its_loader(tmp_path_factory):
         np.testing.assert_array_equal(cv_px, cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB))
         for method in ("pil:bilinear", "pil:nearest", "pil:lanczos", "pil:box", "pil:hamming", "pil:bicubic"):
             for crop in ("none", "center-square"):
-                ref = keras.utils.img_to_array(keras.utils.load_img(f, target_size=(64, 64),
-                                                                    interpolation=method[4:],
-                                                                    keep_aspect_ratio=crop == "center-square"))
+                ref = keras.utils.img_to_array(
+                    keras.utils.load_img(
+                        f, target_size=(64, 64), interpolation=method[4:], keep_aspect_ratio=crop == "center-square"
+                    )
+                )
                 np.testing.assert_array_equal(clf.prepare([pil_px], resize=method, scaling="raw", crop=crop)[0], ref)
         for method in ("cv2:linear", "cv2:area", "cv2:cubic", "cv2:nearest", "cv2:lanczos4"):
             ref = cv2.resize(cv2.imread(str(f)), (64, 64), interpolation=rz.METHODS[method].kernel)
@@ -253,6 +294,7 @@ def test_real_images_each_family_reproduces_its_loader(tmp_path_factory):
             np.testing.assert_array_equal(got, ref.astype(np.float32))
         for method in ("bilinear", "area", "bicubic", "tf:bilinear-aa", "tf:lanczos5-aa"):
             m = rz.METHODS[method]
-            ref = tf.image.resize(tf.io.decode_image(data, channels=3), (64, 64), method=m.kernel,
-                                  antialias=m.antialias).numpy()
+            ref = tf.image.resize(
+                tf.io.decode_image(data, channels=3), (64, 64), method=m.kernel, antialias=m.antialias
+            ).numpy()
             np.testing.assert_array_equal(clf.prepare([tf_px], resize=method, scaling="raw")[0], ref)

@@ -10,9 +10,16 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from sample_data.generator import (  # noqa: E402
-    CLASS_NAMES, SiteStyle, generate_arrays, generate_dataset, image_rng, iter_images, make_image,
-    make_indexed_image)
+from sample_data.generator import (
+    CLASS_NAMES,
+    SiteStyle,
+    generate_arrays,
+    generate_dataset,
+    image_rng,
+    iter_images,
+    make_image,
+    make_indexed_image,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 WBC5 = ROOT / "sample_data" / "wbc5"
@@ -69,8 +76,9 @@ def test_style_paired_and_stain_shift_monotonic():
     shifts = [0.0, 0.5, 1.0, 1.5, 2.0]
     stats = []
     for s in shifts:
-        imgs = np.stack([make_image(c, image_rng(9, c, 0), style=SiteStyle(stain_shift=s)).astype(np.float64)
-                         for c in CLASS_NAMES])
+        imgs = np.stack(
+            [make_image(c, image_rng(9, c, 0), style=SiteStyle(stain_shift=s)).astype(np.float64) for c in CLASS_NAMES]
+        )
         stats.append((imgs[..., 2] - imgs[..., 0]).mean())  # blue minus red: the stain drifts bluer
     assert all(b > a + 1.0 for a, b in zip(stats, stats[1:])), stats
     base = make_image("neutrophil", image_rng(9, "neutrophil", 1))

@@ -7,7 +7,6 @@ import importlib
 import json
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -59,8 +58,16 @@ def _report_json(stdout: str) -> dict:
 
 def test_registry_order_and_unique_names():
     reg = registry(plugins=False)
-    assert reg.names == ("model_sanity", "preprocessing_check", "classification", "fisher", "calibration", "selective_prediction",
-                         "external_sites", "data_quality")
+    assert reg.names == (
+        "model_sanity",
+        "preprocessing_check",
+        "classification",
+        "fisher",
+        "calibration",
+        "selective_prediction",
+        "external_sites",
+        "data_quality",
+    )
     assert len(set(reg.names)) == len(BUILTIN)
     for section in reg.sections:
         for partial in (section.template, section.summary_template):
@@ -84,7 +91,8 @@ def _missing_or_changed(before, now, path="") -> list[str]:
         return []
     if isinstance(before, dict) and isinstance(now, dict):
         return [f"{path}/{k}: missing" for k in set(before) - set(now)] + [
-            d for k in before if k in now for d in _missing_or_changed(before[k], now[k], f"{path}/{k}")]
+            d for k in before if k in now for d in _missing_or_changed(before[k], now[k], f"{path}/{k}")
+        ]
     return _same(before, now, path)
 
 
@@ -107,18 +115,21 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("text,needles", [
-    ("seed = \"one\"\n", ["seed (line 1)", "'one' (a string)", "an integer"]),
-    ("bogus = 1\n", ["bogus (line 1)", "unknown option 'bogus'"]),
-    ("seed = 1\n[sections.nosuch]\nx = 1\n", ["[sections.nosuch] (line 2)", "unknown section 'nosuch'"]),
-    ("[sections.fisher]\nthreshold = 5\n", ["[sections.fisher] threshold (line 2)", "outside [0, 2]"]),
-    ("[sections.fisher]\ntreshold = 0.4\n", ["[sections.fisher] treshold (line 2)", "unknown option 'treshold'"]),
-    ("[sections.calibration]\nbins = 2.5\n", ["[sections.calibration] bins (line 2)", "an integer"]),
-    ("disabled = [\"fisher\", \"nope\"]\n", ["disabled (line 1)", "unknown section 'nope'"]),
-    ("batch_size = 0\n", ["batch_size (line 1)", "not a positive integer"]),
-    ("[sections.external_sites]\nfull = \"yes\"\n", ["[sections.external_sites] full (line 2)", "true or false"]),
-    ("seed = [1\n", ["is not valid TOML"]),
-])
+@pytest.mark.parametrize(
+    "text,needles",
+    [
+        ('seed = "one"\n', ["seed (line 1)", "'one' (a string)", "an integer"]),
+        ("bogus = 1\n", ["bogus (line 1)", "unknown option 'bogus'"]),
+        ("seed = 1\n[sections.nosuch]\nx = 1\n", ["[sections.nosuch] (line 2)", "unknown section 'nosuch'"]),
+        ("[sections.fisher]\nthreshold = 5\n", ["[sections.fisher] threshold (line 2)", "outside [0, 2]"]),
+        ("[sections.fisher]\ntreshold = 0.4\n", ["[sections.fisher] treshold (line 2)", "unknown option 'treshold'"]),
+        ("[sections.calibration]\nbins = 2.5\n", ["[sections.calibration] bins (line 2)", "an integer"]),
+        ('disabled = ["fisher", "nope"]\n', ["disabled (line 1)", "unknown section 'nope'"]),
+        ("batch_size = 0\n", ["batch_size (line 1)", "not a positive integer"]),
+        ('[sections.external_sites]\nfull = "yes"\n', ["[sections.external_sites] full (line 2)", "true or false"]),
+        ("seed = [1\n", ["is not valid TOML"]),
+    ],
+)
 def test_bad_config_file_is_one_line_naming_file_key_and_line(tmp_path, text, needles):
     cfg = _write(tmp_path / "audit.toml", text)
     r = run_cli(SAMPLE_MODEL, SAMPLE_TEST, "--config", cfg, "--out", tmp_path / "out")
@@ -133,14 +144,18 @@ def test_bad_config_file_is_one_line_naming_file_key_and_line(tmp_path, text, ne
 
 def test_missing_config_file(tmp_path):
     r = run_cli(SAMPLE_MODEL, SAMPLE_TEST, "--config", tmp_path / "absent.toml")
-    assert r.returncode == 2 and error_lines(r.stderr) == [f"error: --config {tmp_path / 'absent.toml'}: no such file "
-                                                            "(expected a TOML configuration file)"]
+    assert r.returncode == 2 and error_lines(r.stderr) == [
+        f"error: --config {tmp_path / 'absent.toml'}: no such file (expected a TOML configuration file)"
+    ]
 
 
 def test_config_file_values_are_typed_and_flags_override(tmp_path):
-    cfg = _write(tmp_path / "a.toml", 'models = ["m.keras"]\ndata = "d"\nseed = 7\nformat = ["json"]\n'
-                 'disabled = ["fisher"]\n[sections.selective_prediction]\ntarget_accuracies = [0.9]\n'
-                 '[sections.external_sites.sites]\n"lab two" = "x/y"\n')
+    cfg = _write(
+        tmp_path / "a.toml",
+        'models = ["m.keras"]\ndata = "d"\nseed = 7\nformat = ["json"]\n'
+        'disabled = ["fisher"]\n[sections.selective_prediction]\ntarget_accuracies = [0.9]\n'
+        '[sections.external_sites.sites]\n"lab two" = "x/y"\n',
+    )
     options, where, section_where, table_where = load_config_file(cfg)
     c = build_config(options, where=where, section_where=section_where, table_where=table_where)
     assert c.seed == 7 and c.formats == ("json",) and c.model_paths == (Path("m.keras"),)
@@ -164,9 +179,23 @@ def test_config_file_values_are_typed_and_flags_override(tmp_path):
 
 
 def test_print_config_fed_back_gives_the_same_audit(tmp_path, colour_model_path, colour_data):
-    flags = ["--bootstrap", "40", "--preprocess-check-samples", "12", "--seed", "5", "--format", "json",
-             "--fisher-threshold", "0.3", "--target-accuracy", "0.9,0.97", "--quiet",
-             "--external", f"again={colour_data}"]
+    flags = [
+        "--bootstrap",
+        "40",
+        "--preprocess-check-samples",
+        "12",
+        "--seed",
+        "5",
+        "--format",
+        "json",
+        "--fisher-threshold",
+        "0.3",
+        "--target-accuracy",
+        "0.9,0.97",
+        "--quiet",
+        "--external",
+        f"again={colour_data}",
+    ]
     printed = run_cli(colour_model_path, colour_data, *flags, "--out", tmp_path / "a", "--print-config")
     assert printed.returncode == 0, printed.stderr
     cfg = _write(tmp_path / "effective.toml", printed.stdout.replace(str(tmp_path / "a"), str(tmp_path / "b")))
@@ -209,8 +238,12 @@ def test_plugin_section_runs_renders_and_round_trips(example_plugin, colour_mode
     import auditor
     from auditor.report.document import AuditReport
 
-    report = auditor.audit(colour_model_path, colour_data, bootstrap=20,
-                           sections={"preprocessing_check": {"samples": 0}, "class_balance": {"max_gap": 0.01}})
+    report = auditor.audit(
+        colour_model_path,
+        colour_data,
+        bootstrap=20,
+        sections={"preprocessing_check": {"samples": 0}, "class_balance": {"max_gap": 0.01}},
+    )
     balance = report["class_balance"]
     assert balance.true_share == pytest.approx((1 / 3, 1 / 3, 1 / 3))
     d = report.to_dict()
@@ -258,7 +291,8 @@ def test_plugin_through_the_cli_and_broken_plugins_are_recorded(tmp_path, colour
     assert any("raises at run analysis failed" in w for w in doc["summary"]["warnings"])
     strict = run_cli(colour_model_path, colour_data, *FAST, "--out", tmp_path / "c", "--strict", "--quiet", env=env)
     assert strict.returncode == 1 and error_lines(strict.stderr) == [
-        "error: 2 analysis failure(s) recorded in the report (--strict)"]
+        "error: 2 analysis failure(s) recorded in the report (--strict)"
+    ]
 
 
 # ----------------------------------------------------------------------------------- Python API
@@ -268,12 +302,24 @@ def test_plugin_through_the_cli_and_broken_plugins_are_recorded(tmp_path, colour
 def test_python_api_gives_the_cli_numbers(tmp_path):
     import auditor
 
-    r = run_cli(SAMPLE_MODEL, SAMPLE_TEST, "--out", tmp_path, "--quiet", "--format", "json", "--bootstrap", "200",
-                "--preprocess-check-samples", "60")
+    r = run_cli(
+        SAMPLE_MODEL,
+        SAMPLE_TEST,
+        "--out",
+        tmp_path,
+        "--quiet",
+        "--format",
+        "json",
+        "--bootstrap",
+        "200",
+        "--preprocess-check-samples",
+        "60",
+    )
     assert r.returncode == 0, r.stderr
     cli = _report_json(r.stdout)
-    report = auditor.audit(str(SAMPLE_MODEL), str(SAMPLE_TEST), bootstrap=200,
-                           sections={"preprocessing_check": {"samples": 60}})
+    report = auditor.audit(
+        str(SAMPLE_MODEL), str(SAMPLE_TEST), bootstrap=200, sections={"preprocessing_check": {"samples": 60}}
+    )
     api = report.to_dict()
     assert report["classification"].metrics.accuracy == cli["results"]["classification"]["accuracy"]
     assert _same(_normalise(cli), _normalise(api)) == []

@@ -10,16 +10,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from auditor.analyses.calibration import (
-    CalibrationResult, adaptive_ece, classwise_ece, compute_calibration, ece_noise_floor, fit_temperature,
-    reliability_bins)
+    CalibrationResult,
+    adaptive_ece,
+    classwise_ece,
+    compute_calibration,
+    ece_noise_floor,
+    fit_temperature,
+    reliability_bins,
+)
 from auditor.analyses.fisher import FisherResult, compute_fisher, fisher_scores
 from auditor.analyses.selective import SelectiveResult, aurc, compute_selective, operating_point, oracle_aurc
 from auditor.errors import InputError
 
 # three images, three classes, worked by hand
-P = np.array([[0.7, 0.2, 0.1],
-              [0.1, 0.6, 0.3],
-              [0.5, 0.25, 0.25]])
+P = np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.5, 0.25, 0.25]])
 Y = np.array([0, 2, 1])
 H = np.array([[1.0, 2.0], [0.0, 0.0], [3.0, 0.0]])
 
@@ -27,9 +31,9 @@ H = np.array([[1.0, 2.0], [0.0, 0.0], [3.0, 0.0]])
 def test_fisher_scores_by_hand():
     s = fisher_scores(Y, P, H)
     # F = ||p - y||^2
-    f0 = 0.3 ** 2 + 0.2 ** 2 + 0.1 ** 2          # 0.14
-    f1 = 0.1 ** 2 + 0.6 ** 2 + 0.7 ** 2          # 0.86
-    f2 = 0.5 ** 2 + 0.75 ** 2 + 0.25 ** 2        # 0.875
+    f0 = 0.3**2 + 0.2**2 + 0.1**2  # 0.14
+    f1 = 0.1**2 + 0.6**2 + 0.7**2  # 0.86
+    f2 = 0.5**2 + 0.75**2 + 0.25**2  # 0.875
     np.testing.assert_allclose(s.fisher, [f0, f1, f2], atol=1e-12)
     # expected score 1 - ||p||^2
     np.testing.assert_allclose(s.expected, [1 - 0.54, 1 - 0.46, 1 - 0.375], atol=1e-12)
@@ -37,7 +41,7 @@ def test_fisher_scores_by_hand():
     np.testing.assert_allclose(s.grad_norm, [f0 * 6, f1 * 1, f2 * 10], atol=1e-12)
     for i in range(3):  # the outer-product definition, computed literally
         g = np.outer(P[i] - np.eye(3)[Y[i]], np.r_[H[i], 1.0])
-        assert s.grad_norm[i] == pytest.approx(np.sum(g ** 2))
+        assert s.grad_norm[i] == pytest.approx(np.sum(g**2))
 
 
 def test_expected_score_is_the_mean_fisher_score_under_the_models_own_labels():

@@ -15,10 +15,10 @@ from click.testing import CliRunner
 
 pytest.importorskip("keras")
 
-from auditor.analyses.sites import SiteData, compute_sites, shift_auc  # noqa: E402
-from auditor.cli import main  # noqa: E402
-from sample_data.generator import SiteStyle, generate_dataset  # noqa: E402
-from tests.conftest import SAMPLE_MODEL, SAMPLE_TEST  # noqa: E402
+from auditor.analyses.sites import SiteData, compute_sites, shift_auc
+from auditor.cli import main
+from sample_data.generator import SiteStyle, generate_dataset
+from tests.conftest import SAMPLE_MODEL, SAMPLE_TEST
 
 FAST = ["--bootstrap", "100", "--preprocess-check-samples", "0", "--quiet", "--format", "json"]
 
@@ -76,8 +76,9 @@ def test_gap_and_shift_score_grow_with_drift(drifted_sites, tmp_path):
     import subprocess
 
     if _shutil.which("pdftotext"):
-        text = subprocess.run(["pdftotext", str(folder / "report.pdf"), "-"], capture_output=True, text=True,
-                              check=True).stdout
+        text = subprocess.run(
+            ["pdftotext", str(folder / "report.pdf"), "-"], capture_output=True, text=True, check=True
+        ).stdout
         assert "External sites" in text and "The sites side by side" in text
         for name in rows:
             assert name in text and f"{rows[name]['accuracy'] * 100:.1f}%" in text
@@ -102,12 +103,15 @@ def test_site_with_fewer_classes_and_leakage(tmp_path):
     assert "Leakage: site lab shares 40" in warnings and "blast" in warnings
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--external", "x=/no/such/dir"], "--external x=/no/such/dir: no such directory"),
-    (["--external", "a=D", "--external", "A=D"], "two sites are named 'A'"),
-    (["--external", "nodir"], "'nodir' is not NAME=DIR"),
-    (["--external", "internal=D"], "'internal' is taken"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--external", "x=/no/such/dir"], "--external x=/no/such/dir: no such directory"),
+        (["--external", "a=D", "--external", "A=D"], "two sites are named 'A'"),
+        (["--external", "nodir"], "'nodir' is not NAME=DIR"),
+        (["--external", "internal=D"], "'internal' is taken"),
+    ],
+)
 def test_bad_site_options(tmp_path, args, needle):
     args = [a.replace("D", str(SAMPLE_TEST)) if a.endswith("=D") else a for a in args]
     r = invoke(SAMPLE_MODEL, SAMPLE_TEST, "--out", tmp_path, *FAST, *args)
@@ -134,8 +138,12 @@ def test_compute_sites_reading_flags_confident_mistakes():
     bad = np.full((n, k), 0.05)
     bad[np.arange(n), (y + 1) % k] = 0.9  # all wrong, just as confident
     feats = rng.normal(size=(n, 4))
-    r = compute_sites(SiteData("internal", y, good, feats), [SiteData("far", y, bad, feats + 5)],
-                      class_names=list("abc"), n_bootstrap=0)
+    r = compute_sites(
+        SiteData("internal", y, good, feats),
+        [SiteData("far", y, bad, feats + 5)],
+        class_names=list("abc"),
+        n_bootstrap=0,
+    )
     far = r.rows[1]
     assert far.accuracy_gap == pytest.approx(1.0) and far.confidence_drop == pytest.approx(0.0)
     assert far.shift_score > 0.95

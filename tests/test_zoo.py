@@ -43,8 +43,16 @@ def _error_line(result) -> str:
 
 
 def test_registry_lists_every_issue_architecture():
-    assert set(ARCHS) == {"wbc_cnn", "vgg16_head", "resnet50_head", "efficientnetb0_head", "attention_cnn",
-                          "bloodmnist_cnn", "leaky_cnn", "small_cnn"}
+    assert set(ARCHS) == {
+        "wbc_cnn",
+        "vgg16_head",
+        "resnet50_head",
+        "efficientnetb0_head",
+        "attention_cnn",
+        "bloodmnist_cnn",
+        "leaky_cnn",
+        "small_cnn",
+    }
     for a in registry.ARCHITECTURES.values():
         assert a.preprocess in ("unit", "raw", "symmetric", "caffe")
         assert a.fits(a.default_size) and a.fits(a.min_size)
@@ -112,9 +120,16 @@ def test_one_class_folder(tiny_folders):
     _assert_bad(r, str(tiny_folders["one"]), "1 class folder", "neutrophil", "at least two")
 
 
-@pytest.mark.parametrize("name,size", [("vgg16_head", "31"), ("resnet50_head", "28x64"),
-                                       ("efficientnetb0_head", "16"), ("small_cnn", "8x8"),
-                                       ("bloodmnist_cnn", "9")])
+@pytest.mark.parametrize(
+    "name,size",
+    [
+        ("vgg16_head", "31"),
+        ("resnet50_head", "28x64"),
+        ("efficientnetb0_head", "16"),
+        ("small_cnn", "8x8"),
+        ("bloodmnist_cnn", "9"),
+    ],
+)
 def test_input_size_too_small_says_minimum(tiny_folders, name, size):
     r = _invoke("train", name, tiny_folders["train"], "--out", tiny_folders["root"] / "m.keras", "--input-size", size)
     a = registry.get(name)
@@ -122,21 +137,35 @@ def test_input_size_too_small_says_minimum(tiny_folders, name, size):
 
 
 def test_validation_classes_differ_lists_both(tiny_folders):
-    r = _invoke("train", "small_cnn", tiny_folders["train"], "--val-dir", tiny_folders["val3"],
-                "--out", tiny_folders["root"] / "m.keras")
-    line = _assert_bad(r, str(tiny_folders["val3"]), "training: [basophil, eosinophil, lymphocyte, monocyte, "
-                       "neutrophil]", "validation: [basophil, eosinophil, lymphocyte, monocyte, plasma_cell]")
+    r = _invoke(
+        "train",
+        "small_cnn",
+        tiny_folders["train"],
+        "--val-dir",
+        tiny_folders["val3"],
+        "--out",
+        tiny_folders["root"] / "m.keras",
+    )
+    line = _assert_bad(
+        r,
+        str(tiny_folders["val3"]),
+        "training: [basophil, eosinophil, lymphocyte, monocyte, neutrophil]",
+        "validation: [basophil, eosinophil, lymphocyte, monocyte, plasma_cell]",
+    )
     assert "\n" not in line
 
 
-@pytest.mark.parametrize("args,needle", [
-    (("--val-split", "1.5"), "--val-split"),
-    (("--val-split", "0.2", "--val-dir", "VAL"), "--val-split"),
-    (("--epochs", "0"), "--epochs"),
-    (("--out", "model.h5"), "--out"),
-    (("--weights", "imagenet"), "small_cnn has no ImageNet weights"),
-    (("--weights", "missing.weights.h5"), "no such file"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (("--val-split", "1.5"), "--val-split"),
+        (("--val-split", "0.2", "--val-dir", "VAL"), "--val-split"),
+        (("--epochs", "0"), "--epochs"),
+        (("--out", "model.h5"), "--out"),
+        (("--weights", "imagenet"), "small_cnn has no ImageNet weights"),
+        (("--weights", "missing.weights.h5"), "no such file"),
+    ],
+)
 def test_other_bad_options(tiny_folders, args, needle):
     args = tuple(str(tiny_folders["train"]) if a == "VAL" else a for a in args)
     out = () if "--out" in args else ("--out", tiny_folders["root"] / "m.keras")
@@ -151,11 +180,19 @@ def test_missing_training_folder(tiny_folders):
 
 def test_bad_input_fails_fast_without_tensorflow(tiny_folders):
     """The checks run before TensorFlow is even imported (the console script, a fresh process)."""
-    code = ("import sys; from model_zoo.cli import main\n"
-            "try:\n    main(['train', 'nope', sys.argv[1], '--out', sys.argv[2]])\n"
-            "except SystemExit as e:\n    print('exit', e.code, 'tensorflow' in sys.modules)\n")
-    r = subprocess.run([sys.executable, "-c", code, str(tiny_folders["train"]), str(tiny_folders["root"] / "m.keras")],
-                       check=False, capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
+    code = (
+        "import sys; from model_zoo.cli import main\n"
+        "try:\n    main(['train', 'nope', sys.argv[1], '--out', sys.argv[2]])\n"
+        "except SystemExit as e:\n    print('exit', e.code, 'tensorflow' in sys.modules)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(tiny_folders["train"]), str(tiny_folders["root"] / "m.keras")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert r.stdout.strip() == "exit 2 False", r.stdout + r.stderr
     assert len(error_lines(r.stderr)) == 1
 
@@ -227,8 +264,16 @@ def trained(tmp_path_factory) -> dict:
     generate_dataset(root / "test", n_per_class=4, seed=6, size=40)
     models, before = {}, {}
     for name in ARCHS:
-        cfg = TrainConfig(arch=name, train_dir=root / "train", out=root / "models" / f"{name}.keras", epochs=1,
-                          input_size=(SMALL[name], SMALL[name]), seed=7, batch_size=16, verbose=False)
+        cfg = TrainConfig(
+            arch=name,
+            train_dir=root / "train",
+            out=root / "models" / f"{name}.keras",
+            epochs=1,
+            input_size=(SMALL[name], SMALL[name]),
+            seed=7,
+            batch_size=16,
+            verbose=False,
+        )
         result = train(plan(cfg))
         models[name] = result.paths["model"]
         x = _probe(name, result.sidecar["preprocess"])
@@ -296,9 +341,15 @@ def test_reload_with_safe_mode_gives_identical_predictions(trained, tmp_path):
     probes = {f"x{i}": _probe(n, EXPECTED_SCALING.get(n, "raw")) for i, n in enumerate(names)}
     np.savez(tmp_path / "x.npz", **probes)
     paths = [str(trained["models"][n]) for n in names]
-    r = subprocess.run([sys.executable, "-c", RELOAD, str(tmp_path / "x.npz"), *paths], check=False,
-                       capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-                       cwd=tmp_path)
+    r = subprocess.run(
+        [sys.executable, "-c", RELOAD, str(tmp_path / "x.npz"), *paths],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     fresh = json.loads(r.stdout.strip().splitlines()[-1])
     for name, path in zip(names, paths):
@@ -316,9 +367,23 @@ def test_reload_with_safe_mode_gives_identical_predictions(trained, tmp_path):
 @pytest.mark.slow
 def test_cli_train_writes_files_and_prints_only_the_model_path(trained, tmp_path):
     out = tmp_path / "sub" / "m.keras"
-    r = CliRunner().invoke(zoo_main, ["train", "bloodmnist_cnn", str(trained["root"] / "train"), "--out", str(out),
-                                      "--epochs", "2", "--seed", "3", "--val-dir", str(trained["test"]),
-                                      "--no-class-weights"])
+    r = CliRunner().invoke(
+        zoo_main,
+        [
+            "train",
+            "bloodmnist_cnn",
+            str(trained["root"] / "train"),
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--seed",
+            "3",
+            "--val-dir",
+            str(trained["test"]),
+            "--no-class-weights",
+        ],
+    )
     assert r.exit_code == 0, (r.output, r.exception)
     assert r.stdout.strip().splitlines()[-1] == str(out)
     assert "Epoch 1/2" in r.stderr and "Using" not in r.stdout
@@ -333,8 +398,19 @@ def test_cli_train_writes_files_and_prints_only_the_model_path(trained, tmp_path
 @pytest.mark.slow
 def test_wbc_audit_reads_each_zoo_model_from_its_sidecar(trained, tmp_path):
     models = list(trained["models"].values())
-    r = run_cli(*models, trained["test"], "--out", tmp_path, "--format", "json", "--quiet", "--bootstrap", "20",
-                "--preprocess-check-samples", "0")
+    r = run_cli(
+        *models,
+        trained["test"],
+        "--out",
+        tmp_path,
+        "--format",
+        "json",
+        "--quiet",
+        "--bootstrap",
+        "20",
+        "--preprocess-check-samples",
+        "0",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     folders = [Path(line) for line in r.stdout.splitlines() if line.strip()]
     assert len(folders) == len(models)
@@ -378,8 +454,16 @@ def test_same_seed_same_model(trained, tmp_path):
 
     weights = []
     for run in ("a", "b"):
-        cfg = TrainConfig(arch="small_cnn", train_dir=trained["root"] / "train", out=tmp_path / run / "m.keras",
-                          epochs=2, input_size=(24, 24), seed=11, batch_size=8, verbose=False)
+        cfg = TrainConfig(
+            arch="small_cnn",
+            train_dir=trained["root"] / "train",
+            out=tmp_path / run / "m.keras",
+            epochs=2,
+            input_size=(24, 24),
+            seed=11,
+            batch_size=8,
+            verbose=False,
+        )
         result = train(plan(cfg))
         weights.append([w.copy() for w in result.model.get_weights()])
         assert result.sidecar["training"]["epochs_run"] == 2

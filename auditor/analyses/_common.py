@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,8 +42,9 @@ def nan_if_none(value: Any) -> float:
     return float("nan") if value is None else float(value)
 
 
-def check_labels_probs(y_true: Sequence[int], probs: np.ndarray, n_classes: int | None = None,
-                       *, name: str = "probs") -> tuple[np.ndarray, np.ndarray]:
+def check_labels_probs(
+    y_true: Sequence[int], probs: np.ndarray, n_classes: int | None = None, *, name: str = "probs"
+) -> tuple[np.ndarray, np.ndarray]:
     """Validate ``y_true`` (n,) integer labels and ``probs`` (n, k) rows summing to 1."""
     probs = np.asarray(probs, dtype=np.float64)
     y_true = np.asarray(y_true)

@@ -20,8 +20,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -72,17 +72,40 @@ class CalibrationResult:
         return jsonable(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CalibrationResult":
-        floats = ("ece", "ece_noise_floor", "adaptive_ece", "mce", "classwise_ece", "brier", "nll", "mean_confidence", "accuracy",
-                  "temperature", "ece_after_temperature", "nll_after_temperature")
+    def from_dict(cls, d: dict) -> CalibrationResult:
+        floats = (
+            "ece",
+            "ece_noise_floor",
+            "adaptive_ece",
+            "mce",
+            "classwise_ece",
+            "brier",
+            "nll",
+            "mean_confidence",
+            "accuracy",
+            "temperature",
+            "ece_after_temperature",
+            "nll_after_temperature",
+        )
         return cls(
-            n_samples=int(d["n_samples"]), n_bins=int(d["n_bins"]), **{k: nan_if_none(d[k]) for k in floats},
-            bins=tuple(ReliabilityBin(float(b["low"]), float(b["high"]), int(b["count"]),
-                                      nan_if_none(b["confidence"]), nan_if_none(b["accuracy"])) for b in d["bins"]),
+            n_samples=int(d["n_samples"]),
+            n_bins=int(d["n_bins"]),
+            **{k: nan_if_none(d[k]) for k in floats},
+            bins=tuple(
+                ReliabilityBin(
+                    float(b["low"]),
+                    float(b["high"]),
+                    int(b["count"]),
+                    nan_if_none(b["confidence"]),
+                    nan_if_none(b["accuracy"]),
+                )
+                for b in d["bins"]
+            ),
             confidence_hist_edges=tuple(float(x) for x in d["confidence_hist_edges"]),
             confidence_hist_correct=tuple(int(x) for x in d["confidence_hist_correct"]),
             confidence_hist_wrong=tuple(int(x) for x in d["confidence_hist_wrong"]),
-            temperature_folds=int(d["temperature_folds"]), reading=tuple(d["reading"]),
+            temperature_folds=int(d["temperature_folds"]),
+            reading=tuple(d["reading"]),
         )
 
 
@@ -99,8 +122,15 @@ def reliability_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 
     out = []
     for b in range(n_bins):
         c = int(counts[b])
-        out.append(ReliabilityBin(float(edges[b]), float(edges[b + 1]), c,
-                                  conf_sum[b] / c if c else float("nan"), acc_sum[b] / c if c else float("nan")))
+        out.append(
+            ReliabilityBin(
+                float(edges[b]),
+                float(edges[b + 1]),
+                c,
+                conf_sum[b] / c if c else float("nan"),
+                acc_sum[b] / c if c else float("nan"),
+            )
+        )
     return out
 
 
@@ -201,7 +231,7 @@ def fit_temperature(logits: np.ndarray, y_true: np.ndarray, *, max_iter: int = 5
         mean_z = np.einsum("ij,ij->i", p, logits)
         loss = float(np.mean(np.log(total) + top[:, 0] - beta * z_true))
         grad = float(np.mean(mean_z - z_true))
-        hess = float(np.mean(np.einsum("ij,ij->i", p, logits * logits) - mean_z ** 2))
+        hess = float(np.mean(np.einsum("ij,ij->i", p, logits * logits) - mean_z**2))
         return loss, grad, hess
 
     beta = 1.0
@@ -226,8 +256,9 @@ def fit_temperature(logits: np.ndarray, y_true: np.ndarray, *, max_iter: int = 5
 # ----------------------------------------------------------------------------------- public
 
 
-def compute_calibration(y_true: Sequence[int], probs: np.ndarray, *, n_bins: int = N_BINS, folds: int = 5,
-                        seed: int = 0) -> CalibrationResult:
+def compute_calibration(
+    y_true: Sequence[int], probs: np.ndarray, *, n_bins: int = N_BINS, folds: int = 5, seed: int = 0
+) -> CalibrationResult:
     """Calibration measures of ``probs`` (n, k) against ``y_true`` (n,), plus a temperature what-if.
 
     ``folds`` cross-validation folds for the temperature (fewer when the data are too small).
@@ -255,15 +286,26 @@ def compute_calibration(y_true: Sequence[int], probs: np.ndarray, *, n_bins: int
     oof_conf = oof.max(axis=1)
     oof_correct = oof.argmax(axis=1) == y_true
     result = CalibrationResult(
-        n_samples=n, n_bins=n_bins, ece=ece, ece_noise_floor=ece_noise_floor(bins), adaptive_ece=adaptive_ece(conf, correct, n_bins), mce=mce,
-        classwise_ece=classwise_ece(y_true, probs, n_bins), brier=brier(y_true, probs), nll=nll(y_true, probs),
-        mean_confidence=float(conf.mean()), accuracy=float(correct.mean()), bins=tuple(bins),
+        n_samples=n,
+        n_bins=n_bins,
+        ece=ece,
+        ece_noise_floor=ece_noise_floor(bins),
+        adaptive_ece=adaptive_ece(conf, correct, n_bins),
+        mce=mce,
+        classwise_ece=classwise_ece(y_true, probs, n_bins),
+        brier=brier(y_true, probs),
+        nll=nll(y_true, probs),
+        mean_confidence=float(conf.mean()),
+        accuracy=float(correct.mean()),
+        bins=tuple(bins),
         confidence_hist_edges=tuple(float(e) for e in edges),
         confidence_hist_correct=tuple(int(v) for v in np.histogram(conf[correct], bins=edges)[0]),
         confidence_hist_wrong=tuple(int(v) for v in np.histogram(conf[~correct], bins=edges)[0]),
-        temperature=temperature, temperature_folds=max(folds, 1),
+        temperature=temperature,
+        temperature_folds=max(folds, 1),
         ece_after_temperature=expected_calibration_error(oof_conf, oof_correct, n_bins),
-        nll_after_temperature=nll(y_true, oof), reading=(),
+        nll_after_temperature=nll(y_true, oof),
+        reading=(),
     )
     return _with_reading(result)
 
@@ -275,21 +317,29 @@ def _with_reading(r: CalibrationResult) -> CalibrationResult:
     if abs(gap) < 0.02:
         direction = f"Confidence matches accuracy on average ({r.mean_confidence:.1%} vs {r.accuracy:.1%})."
     elif gap > 0:
-        direction = (f"The model is over-confident: mean confidence {r.mean_confidence:.1%} against "
-                     f"{r.accuracy:.1%} accuracy.")
+        direction = (
+            f"The model is over-confident: mean confidence {r.mean_confidence:.1%} against {r.accuracy:.1%} accuracy."
+        )
     else:
-        direction = (f"The model is under-confident: mean confidence {r.mean_confidence:.1%} against "
-                     f"{r.accuracy:.1%} accuracy.")
-    lines = [direction,
-             f"ECE is {r.ece:.1%} (adaptive {r.adaptive_ece:.1%}); the worst bin is off by {r.mce:.1%}. "
-             f"A perfectly calibrated model would show about {r.ece_noise_floor:.1%} on {r.n_samples} images, so "
-             + ("this ECE is within sampling noise." if not r.is_miscalibrated else "this gap is real.")]
+        direction = (
+            f"The model is under-confident: mean confidence {r.mean_confidence:.1%} against {r.accuracy:.1%} accuracy."
+        )
+    lines = [
+        direction,
+        f"ECE is {r.ece:.1%} (adaptive {r.adaptive_ece:.1%}); the worst bin is off by {r.mce:.1%}. "
+        f"A perfectly calibrated model would show about {r.ece_noise_floor:.1%} on {r.n_samples} images, so "
+        + ("this ECE is within sampling noise." if not r.is_miscalibrated else "this gap is real."),
+    ]
     if np.isfinite(r.temperature):
         kind = "over-confidence" if r.temperature > 1.05 else "under-confidence" if r.temperature < 0.95 else None
         what = f"a temperature of {r.temperature:.2f}"
         lines.append(
             f"Diagnosis, not a change to the model: {what} would bring ECE from {r.ece:.1%} to "
             f"{r.ece_after_temperature:.1%} (out-of-fold, {r.temperature_folds}-fold cross-validation)"
-            + (f", so the mis-calibration is mostly global {kind} that post-hoc scaling can fix."
-               if kind and r.ece_after_temperature < 0.6 * r.ece else "."))
+            + (
+                f", so the mis-calibration is mostly global {kind} that post-hoc scaling can fix."
+                if kind and r.ece_after_temperature < 0.6 * r.ece
+                else "."
+            )
+        )
     return replace(r, reading=tuple(lines))

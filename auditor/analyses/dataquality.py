@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ._common import fields_of, jsonable
 
@@ -36,25 +36,38 @@ class DataQuality:
         d["counts"] = dict(self.counts)
         d["skipped"] = [{"path": p, "reason": r} for p, r in self.skipped]
         d["skipped_by_reason"] = dict(self.skipped_by_reason)
-        d["duplicates"] = [{"sha256": g.sha256, "paths": list(g.paths), "labels": list(g.labels),
-                            "conflicting": g.conflicting} for g in self.duplicates]
+        d["duplicates"] = [
+            {"sha256": g.sha256, "paths": list(g.paths), "labels": list(g.labels), "conflicting": g.conflicting}
+            for g in self.duplicates
+        ]
         return jsonable(d)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DataQuality":
+    def from_dict(cls, d: dict) -> DataQuality:
         return cls(
-            n_files=int(d["n_files"]), n_used=int(d["n_used"]), counts=tuple(d["counts"].items()),
+            n_files=int(d["n_files"]),
+            n_used=int(d["n_used"]),
+            counts=tuple(d["counts"].items()),
             skipped=tuple((s["path"], s["reason"]) for s in d["skipped"]),
-            skipped_by_reason=tuple(d["skipped_by_reason"].items()), empty_classes=tuple(d["empty_classes"]),
-            duplicates=tuple(DuplicateGroup(g["sha256"], tuple(g["paths"]), tuple(g["labels"]))
-                             for g in d["duplicates"]),
+            skipped_by_reason=tuple(d["skipped_by_reason"].items()),
+            empty_classes=tuple(d["empty_classes"]),
+            duplicates=tuple(
+                DuplicateGroup(g["sha256"], tuple(g["paths"]), tuple(g["labels"])) for g in d["duplicates"]
+            ),
             warnings=tuple(d["warnings"]),
         )
 
 
-def compute_data_quality(*, used_paths: Sequence[str], used_labels: Sequence[str], used_hashes: Sequence[str],
-                         skipped: Sequence[tuple[str, str]], labels: Sequence[str],
-                         empty_classes: Sequence[str], min_per_class: int = 10) -> DataQuality:
+def compute_data_quality(
+    *,
+    used_paths: Sequence[str],
+    used_labels: Sequence[str],
+    used_hashes: Sequence[str],
+    skipped: Sequence[tuple[str, str]],
+    labels: Sequence[str],
+    empty_classes: Sequence[str],
+    min_per_class: int = 10,
+) -> DataQuality:
     """Summarise the data set as the audit saw it.
 
     ``used_*`` describe the images that went through the model (same order); ``labels`` are every
@@ -66,7 +79,8 @@ def compute_data_quality(*, used_paths: Sequence[str], used_labels: Sequence[str
         by_hash[h].append(i)
     groups = tuple(
         DuplicateGroup(h, tuple(used_paths[i] for i in idx), tuple(used_labels[i] for i in idx))
-        for h, idx in sorted(by_hash.items(), key=lambda kv: used_paths[kv[1][0]]) if len(idx) > 1
+        for h, idx in sorted(by_hash.items(), key=lambda kv: used_paths[kv[1][0]])
+        if len(idx) > 1
     )
     reasons = Counter(_reason_kind(r) for _, r in skipped)
     warnings = []
@@ -74,26 +88,36 @@ def compute_data_quality(*, used_paths: Sequence[str], used_labels: Sequence[str
         warnings.append(f"{len(skipped)} file(s) were skipped and not audited (listed under Data).")
     conflicting = [g for g in groups if g.conflicting]
     if conflicting:
-        warnings.append(f"{len(conflicting)} image(s) appear byte-identical under different labels "
-                        f"(e.g. {' and '.join(conflicting[0].paths[:2])}): at least one label is wrong.")
+        warnings.append(
+            f"{len(conflicting)} image(s) appear byte-identical under different labels "
+            f"(e.g. {' and '.join(conflicting[0].paths[:2])}): at least one label is wrong."
+        )
     if len(groups) > len(conflicting):
-        warnings.append(f"{len(groups) - len(conflicting)} image(s) appear more than once under the same label; "
-                        "they count twice in every number.")
+        warnings.append(
+            f"{len(groups) - len(conflicting)} image(s) appear more than once under the same label; "
+            "they count twice in every number."
+        )
     if empty_classes:
         warnings.append("Empty class folder(s): " + ", ".join(empty_classes) + ".")
     small = [name for name in labels if 0 < counts.get(name, 0) < min_per_class]
     if small:
-        warnings.append("few images in " + ", ".join(f"{n} ({counts[n]})" for n in small)
-                        + ": their per-class numbers are very uncertain; read the intervals.")
+        warnings.append(
+            "few images in "
+            + ", ".join(f"{n} ({counts[n]})" for n in small)
+            + ": their per-class numbers are very uncertain; read the intervals."
+        )
     return DataQuality(
-        n_files=len(used_paths) + len(skipped), n_used=len(used_paths),
+        n_files=len(used_paths) + len(skipped),
+        n_used=len(used_paths),
         counts=tuple((name, int(counts.get(name, 0))) for name in labels),
-        skipped=tuple((p, r) for p, r in skipped), skipped_by_reason=tuple(sorted(reasons.items())),
-        empty_classes=tuple(empty_classes), duplicates=groups, warnings=tuple(warnings),
+        skipped=tuple((p, r) for p, r in skipped),
+        skipped_by_reason=tuple(sorted(reasons.items())),
+        empty_classes=tuple(empty_classes),
+        duplicates=groups,
+        warnings=tuple(warnings),
     )
 
 
 def _reason_kind(reason: str) -> str:
     """The kind of a reason: the text before any detail in parentheses or after a colon."""
-    return reason.split(" (")[0].split(":")[0]
-
+    return reason.split(" (", maxsplit=1)[0].split(":", maxsplit=1)[0]

@@ -16,8 +16,8 @@ Two companions:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -76,37 +76,64 @@ class FisherResult:
 
     def to_dict(self) -> dict:
         d = fields_of(self)
-        d["summaries"] = [{"name": s.name, "quantiles": {f"p{int(q * 100)}": v for q, v in s.quantiles},
-                           "mean": s.mean, "max": s.max, "error_auroc": s.error_auroc} for s in self.summaries]
+        d["summaries"] = [
+            {
+                "name": s.name,
+                "quantiles": {f"p{int(q * 100)}": v for q, v in s.quantiles},
+                "mean": s.mean,
+                "max": s.max,
+                "error_auroc": s.error_auroc,
+            }
+            for s in self.summaries
+        ]
         d["box_stats"] = [dict(zip(("name", "p5", "q1", "median", "q3", "p95"), b)) for b in self.box_stats]
         return jsonable(d)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FisherResult":
+    def from_dict(cls, d: dict) -> FisherResult:
         return cls(
-            class_names=tuple(d["class_names"]), n_samples=int(d["n_samples"]), threshold=float(d["threshold"]),
-            tail_count=int(d["tail_count"]), tail_mass=float(d["tail_mass"]),
+            class_names=tuple(d["class_names"]),
+            n_samples=int(d["n_samples"]),
+            threshold=float(d["threshold"]),
+            tail_count=int(d["tail_count"]),
+            tail_mass=float(d["tail_mass"]),
             tail_error_rate=nan_if_none(d["tail_error_rate"]),
-            summaries=tuple(ScoreSummary(s["name"], tuple((int(k[1:]) / 100, float(v))
-                                                          for k, v in s["quantiles"].items()),
-                                         float(s["mean"]), float(s["max"]), nan_if_none(s["error_auroc"]))
-                            for s in d["summaries"]),
-            per_class=tuple(FisherClassRow(r["name"], int(r["support"]), nan_if_none(r["median"]),
-                                           nan_if_none(r["p90"]), int(r["tail_count"]),
-                                           nan_if_none(r["tail_share_of_class"]), nan_if_none(r["share_of_tail"]))
-                            for r in d["per_class"]),
+            summaries=tuple(
+                ScoreSummary(
+                    s["name"],
+                    tuple((int(k[1:]) / 100, float(v)) for k, v in s["quantiles"].items()),
+                    float(s["mean"]),
+                    float(s["max"]),
+                    nan_if_none(s["error_auroc"]),
+                )
+                for s in d["summaries"]
+            ),
+            per_class=tuple(
+                FisherClassRow(
+                    r["name"],
+                    int(r["support"]),
+                    nan_if_none(r["median"]),
+                    nan_if_none(r["p90"]),
+                    int(r["tail_count"]),
+                    nan_if_none(r["tail_share_of_class"]),
+                    nan_if_none(r["share_of_tail"]),
+                )
+                for r in d["per_class"]
+            ),
             top_indices=tuple(int(i) for i in d["top_indices"]),
             histogram_edges=tuple(float(x) for x in d["histogram_edges"]),
             histogram_correct=tuple(int(x) for x in d["histogram_correct"]),
             histogram_wrong=tuple(int(x) for x in d["histogram_wrong"]),
-            box_stats=tuple((b["name"], *(nan_if_none(b[k]) for k in ("p5", "q1", "median", "q3", "p95")))
-                            for b in d["box_stats"]),
+            box_stats=tuple(
+                (b["name"], *(nan_if_none(b[k]) for k in ("p5", "q1", "median", "q3", "p95"))) for b in d["box_stats"]
+            ),
             reading=tuple(d["reading"]),
         )
 
 
-def fisher_scores(y_true: Sequence[int], probs: np.ndarray, features: np.ndarray | None = None, *,
-                  single_output: bool = False) -> FisherScores:
+def fisher_scores(
+    y_true: Sequence[int], probs: np.ndarray, features: np.ndarray | None = None, *, single_output: bool = False
+) -> FisherScores:
     """Per-image F = ||p - y||^2, expected 1 - ||p||^2 and last-layer gradient norm (see module doc).
 
     ``single_output``: the model's last layer has one sigmoid/logit unit (a binary model read as two
@@ -129,10 +156,17 @@ def fisher_scores(y_true: Sequence[int], probs: np.ndarray, features: np.ndarray
     return FisherScores(fisher, expected, grad)
 
 
-def compute_fisher(y_true: Sequence[int], probs: np.ndarray, *, class_names: Sequence[str],
-                   single_output: bool = False,
-                   features: np.ndarray | None = None, threshold: float = DEFAULT_TAIL_THRESHOLD,
-                   n_top: int = 12, n_bins: int = 40) -> FisherResult:
+def compute_fisher(
+    y_true: Sequence[int],
+    probs: np.ndarray,
+    *,
+    class_names: Sequence[str],
+    single_output: bool = False,
+    features: np.ndarray | None = None,
+    threshold: float = DEFAULT_TAIL_THRESHOLD,
+    n_top: int = 12,
+    n_bins: int = 40,
+) -> FisherResult:
     """Fisher-score distribution, tails, per-class shares and error separation.
 
     Parameters
@@ -159,12 +193,17 @@ def compute_fisher(y_true: Sequence[int], probs: np.ndarray, *, class_names: Seq
         m = int(mask.sum())
         fc = s.fisher[mask]
         in_tail = int((tail & mask).sum())
-        rows.append(FisherClassRow(
-            name=class_names[c], support=m,
-            median=float(np.median(fc)) if m else float("nan"),
-            p90=float(np.quantile(fc, 0.9)) if m else float("nan"),
-            tail_count=in_tail, tail_share_of_class=in_tail / m if m else float("nan"),
-            share_of_tail=in_tail / tail_count if tail_count else float("nan")))
+        rows.append(
+            FisherClassRow(
+                name=class_names[c],
+                support=m,
+                median=float(np.median(fc)) if m else float("nan"),
+                p90=float(np.quantile(fc, 0.9)) if m else float("nan"),
+                tail_count=in_tail,
+                tail_share_of_class=in_tail / m if m else float("nan"),
+                share_of_tail=in_tail / tail_count if tail_count else float("nan"),
+            )
+        )
         if m:
             box.append((class_names[c], *(float(v) for v in np.quantile(fc, [0.05, 0.25, 0.5, 0.75, 0.95]))))
     positive = s.fisher[s.fisher > 0]
@@ -175,21 +214,33 @@ def compute_fisher(y_true: Sequence[int], probs: np.ndarray, *, class_names: Seq
     hist_w = np.histogram(clipped[wrong], bins=edges)[0]
     top = np.argsort(-s.fisher, kind="stable")[:n_top]
     result = FisherResult(
-        class_names=class_names, n_samples=n, threshold=float(threshold), tail_count=tail_count,
+        class_names=class_names,
+        n_samples=n,
+        threshold=float(threshold),
+        tail_count=tail_count,
         tail_mass=tail_count / n if n else float("nan"),
         tail_error_rate=float(wrong[tail].mean()) if tail_count else float("nan"),
-        summaries=tuple(summaries), per_class=tuple(rows), top_indices=tuple(int(i) for i in top),
-        histogram_edges=tuple(float(e) for e in edges), histogram_correct=tuple(int(v) for v in hist_c),
-        histogram_wrong=tuple(int(v) for v in hist_w), box_stats=tuple(box), reading=(),
+        summaries=tuple(summaries),
+        per_class=tuple(rows),
+        top_indices=tuple(int(i) for i in top),
+        histogram_edges=tuple(float(e) for e in edges),
+        histogram_correct=tuple(int(v) for v in hist_c),
+        histogram_wrong=tuple(int(v) for v in hist_w),
+        box_stats=tuple(box),
+        reading=(),
     )
     return _with_reading(result)
 
 
 def _summary(name: str, score: np.ndarray, wrong: np.ndarray) -> ScoreSummary:
     qs = np.quantile(score, QUANTILES) if len(score) else [float("nan")] * len(QUANTILES)
-    return ScoreSummary(name, tuple((q, float(v)) for q, v in zip(QUANTILES, qs)),
-                        float(score.mean()) if len(score) else float("nan"),
-                        float(score.max()) if len(score) else float("nan"), rank_auc(wrong, score))
+    return ScoreSummary(
+        name,
+        tuple((q, float(v)) for q, v in zip(QUANTILES, qs)),
+        float(score.mean()) if len(score) else float("nan"),
+        float(score.max()) if len(score) else float("nan"),
+        rank_auc(wrong, score),
+    )
 
 
 def _with_reading(r: FisherResult) -> FisherResult:
@@ -197,22 +248,36 @@ def _with_reading(r: FisherResult) -> FisherResult:
 
     f = r.summaries[0]
     q = dict(f.quantiles)
-    lines = [f"Half the images have F below {q[0.5]:.3g} and 1 in 10 above {q[0.9]:.3g}; "
-             f"{r.tail_mass:.1%} ({r.tail_count}) lie in the tail above F = {r.threshold:g}"
-             + (f", of which {r.tail_error_rate:.0%} are mistakes." if r.tail_count else ".")]
+    lines = [
+        f"Half the images have F below {q[0.5]:.3g} and 1 in 10 above {q[0.9]:.3g}; "
+        f"{r.tail_mass:.1%} ({r.tail_count}) lie in the tail above F = {r.threshold:g}"
+        + (f", of which {r.tail_error_rate:.0%} are mistakes." if r.tail_count else ".")
+    ]
     if np.isfinite(f.error_auroc):
-        quality = ("separates mistakes from correct predictions almost perfectly" if f.error_auroc >= 0.95 else
-                   "separates mistakes well" if f.error_auroc >= 0.85 else
-                   "separates mistakes only moderately" if f.error_auroc >= 0.7 else
-                   "barely separates mistakes")
+        quality = (
+            "separates mistakes from correct predictions almost perfectly"
+            if f.error_auroc >= 0.95
+            else "separates mistakes well"
+            if f.error_auroc >= 0.85
+            else "separates mistakes only moderately"
+            if f.error_auroc >= 0.7
+            else "barely separates mistakes"
+        )
         lines.append(f"The score {quality} (AUROC {f.error_auroc:.3f}).")
         exp = next(s for s in r.summaries if s.name == "expected")
-        lines.append(f"The label-free expected score reaches AUROC {exp.error_auroc:.3f}: "
-                     + ("usable to flag doubtful cells on unlabelled data." if exp.error_auroc >= 0.8
-                        else "a weak flag on unlabelled data."))
+        lines.append(
+            f"The label-free expected score reaches AUROC {exp.error_auroc:.3f}: "
+            + (
+                "usable to flag doubtful cells on unlabelled data."
+                if exp.error_auroc >= 0.8
+                else "a weak flag on unlabelled data."
+            )
+        )
     shares = [row for row in r.per_class if row.support > 0 and np.isfinite(row.tail_share_of_class)]
     if shares and r.tail_count:
         worst = max(shares, key=lambda row: row.tail_share_of_class)
-        lines.append(f"The most fragile class is {worst.name}: {worst.tail_share_of_class:.0%} of its "
-                     f"{worst.support} images lie in the tail.")
+        lines.append(
+            f"The most fragile class is {worst.name}: {worst.tail_share_of_class:.0%} of its "
+            f"{worst.support} images lie in the tail."
+        )
     return replace(r, reading=tuple(lines))

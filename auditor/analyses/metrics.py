@@ -13,9 +13,9 @@ Conventions (the same as scikit-learn with ``labels=`` the classes present in ``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Sequence
 
 import numpy as np
 
@@ -92,27 +92,54 @@ class ClassificationMetrics:
         return jsonable(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ClassificationMetrics":
-        fl = {k: nan_if_none(d[k]) for k in (
-            "accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
-            "precision_weighted", "recall_weighted", "f1_weighted", "cohen_kappa", "matthews_corrcoef",
-            "top2_accuracy", "roc_auc_macro")}
+    def from_dict(cls, d: dict) -> ClassificationMetrics:
+        fl = {
+            k: nan_if_none(d[k])
+            for k in (
+                "accuracy",
+                "balanced_accuracy",
+                "precision_macro",
+                "recall_macro",
+                "f1_macro",
+                "precision_weighted",
+                "recall_weighted",
+                "f1_weighted",
+                "cohen_kappa",
+                "matthews_corrcoef",
+                "top2_accuracy",
+                "roc_auc_macro",
+            )
+        }
         return cls(
-            class_names=tuple(d["class_names"]), evaluated_classes=tuple(d["evaluated_classes"]),
-            n_samples=int(d["n_samples"]), **fl,
-            accuracy_ci=_pair(d["accuracy_ci"]), f1_macro_ci=_pair(d["f1_macro_ci"]),
+            class_names=tuple(d["class_names"]),
+            evaluated_classes=tuple(d["evaluated_classes"]),
+            n_samples=int(d["n_samples"]),
+            **fl,
+            accuracy_ci=_pair(d["accuracy_ci"]),
+            f1_macro_ci=_pair(d["f1_macro_ci"]),
             balanced_accuracy_ci=_pair(d["balanced_accuracy_ci"]),
-            per_class=tuple(ClassRow(
-                name=r["name"], support=int(r["support"]), predicted=int(r["predicted"]),
-                precision=nan_if_none(r["precision"]), recall=nan_if_none(r["recall"]), f1=nan_if_none(r["f1"]),
-                auc=nan_if_none(r["auc"]), recall_ci=_pair(r["recall_ci"]), recall_wilson=_pair(r["recall_wilson"]),
-            ) for r in d["per_class"]),
+            per_class=tuple(
+                ClassRow(
+                    name=r["name"],
+                    support=int(r["support"]),
+                    predicted=int(r["predicted"]),
+                    precision=nan_if_none(r["precision"]),
+                    recall=nan_if_none(r["recall"]),
+                    f1=nan_if_none(r["f1"]),
+                    auc=nan_if_none(r["auc"]),
+                    recall_ci=_pair(r["recall_ci"]),
+                    recall_wilson=_pair(r["recall_wilson"]),
+                )
+                for r in d["per_class"]
+            ),
             confusion=tuple(tuple(int(x) for x in row) for row in d["confusion"]),
             roc=tuple(RocCurve(r["name"], tuple(r["fpr"]), tuple(r["tpr"]), nan_if_none(r["auc"])) for r in d["roc"]),
-            confused_pairs=tuple(ConfusedPair(p["true"], p["predicted"], int(p["count"]), float(p["rate"]))
-                                 for p in d["confused_pairs"]),
+            confused_pairs=tuple(
+                ConfusedPair(p["true"], p["predicted"], int(p["count"]), float(p["rate"])) for p in d["confused_pairs"]
+            ),
             most_confident_mistakes=tuple(int(i) for i in d["most_confident_mistakes"]),
-            n_bootstrap=int(d["n_bootstrap"]), seed=int(d["seed"]),
+            n_bootstrap=int(d["n_bootstrap"]),
+            seed=int(d["seed"]),
             confidence_level=float(d["confidence_level"]),
         )
 
@@ -124,9 +151,16 @@ def _pair(v) -> tuple[float, float]:
 # ----------------------------------------------------------------------------------- public
 
 
-def compute_classification_metrics(y_true: Sequence[int], probs: np.ndarray, *, class_names: Sequence[str],
-                                   n_bootstrap: int = 1000, seed: int = 0, n_mistakes: int = 12,
-                                   n_pairs: int = 10) -> ClassificationMetrics:
+def compute_classification_metrics(
+    y_true: Sequence[int],
+    probs: np.ndarray,
+    *,
+    class_names: Sequence[str],
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    n_mistakes: int = 12,
+    n_pairs: int = 10,
+) -> ClassificationMetrics:
     """Accuracy, confusion and ROC metrics of a classifier on labelled samples.
 
     Parameters
@@ -279,7 +313,7 @@ def _compute(y_true, probs, class_names, n_bootstrap, seed, n_mistakes, n_pairs)
 
     rocs, aucs = [], np.full(k, np.nan)
     for c in range(k):
-        yb = (y_true == c)
+        yb = y_true == c
         if yb.any() and not yb.all():
             aucs[c] = rank_auc(yb, probs[:, c])
             fpr, tpr = _thin_curve(*roc_curve(yb, probs[:, c]))
@@ -288,12 +322,20 @@ def _compute(y_true, probs, class_names, n_bootstrap, seed, n_mistakes, n_pairs)
 
     boot = _bootstrap(y_true, y_pred, k, evaluated, n_bootstrap, seed)
 
-    per_class = tuple(ClassRow(
-        name=class_names[c], support=int(support[c]), predicted=int(cm[:, c].sum()),
-        precision=float(s["precision"][c]), recall=float(s["recall"][c]), f1=float(s["f1"][c]),
-        auc=float(aucs[c]), recall_ci=boot["recall"][c],
-        recall_wilson=wilson_interval(int(cm[c, c]), int(support[c])),
-    ) for c in range(k))
+    per_class = tuple(
+        ClassRow(
+            name=class_names[c],
+            support=int(support[c]),
+            predicted=int(cm[:, c].sum()),
+            precision=float(s["precision"][c]),
+            recall=float(s["recall"][c]),
+            f1=float(s["f1"][c]),
+            auc=float(aucs[c]),
+            recall_ci=boot["recall"][c],
+            recall_wilson=wilson_interval(int(cm[c, c]), int(support[c])),
+        )
+        for c in range(k)
+    )
 
     off = cm.copy()
     np.fill_diagonal(off, 0)
@@ -312,17 +354,28 @@ def _compute(y_true, probs, class_names, n_bootstrap, seed, n_mistakes, n_pairs)
         class_names=class_names,
         evaluated_classes=tuple(class_names[c] for c in range(k) if evaluated[c]),
         n_samples=n,
-        accuracy=float(s["accuracy"]), balanced_accuracy=float(s["balanced_accuracy"]),
-        precision_macro=float(s["precision_macro"]), recall_macro=float(s["recall_macro"]),
-        f1_macro=float(s["f1_macro"]), precision_weighted=float(s["precision_weighted"]),
-        recall_weighted=float(s["recall_weighted"]), f1_weighted=float(s["f1_weighted"]),
-        cohen_kappa=float(kappa), matthews_corrcoef=mcc, top2_accuracy=top2_acc, roc_auc_macro=auc_macro,
-        accuracy_ci=boot["accuracy"], f1_macro_ci=boot["f1_macro"], balanced_accuracy_ci=boot["balanced_accuracy"],
+        accuracy=float(s["accuracy"]),
+        balanced_accuracy=float(s["balanced_accuracy"]),
+        precision_macro=float(s["precision_macro"]),
+        recall_macro=float(s["recall_macro"]),
+        f1_macro=float(s["f1_macro"]),
+        precision_weighted=float(s["precision_weighted"]),
+        recall_weighted=float(s["recall_weighted"]),
+        f1_weighted=float(s["f1_weighted"]),
+        cohen_kappa=float(kappa),
+        matthews_corrcoef=mcc,
+        top2_accuracy=top2_acc,
+        roc_auc_macro=auc_macro,
+        accuracy_ci=boot["accuracy"],
+        f1_macro_ci=boot["f1_macro"],
+        balanced_accuracy_ci=boot["balanced_accuracy"],
         per_class=per_class,
         confusion=tuple(tuple(int(x) for x in row) for row in cm),
-        roc=tuple(rocs), confused_pairs=tuple(pairs),
+        roc=tuple(rocs),
+        confused_pairs=tuple(pairs),
         most_confident_mistakes=tuple(int(i) for i in mistakes),
-        n_bootstrap=int(n_bootstrap), seed=int(seed),
+        n_bootstrap=int(n_bootstrap),
+        seed=int(seed),
     )
 
 
@@ -360,7 +413,8 @@ def _bootstrap(y_true, y_pred, k, evaluated, n_bootstrap, seed, chunk=200) -> di
 
     rec_all = np.concatenate(rec, axis=0)
     return {
-        "accuracy": ci(np.concatenate(acc)), "f1_macro": ci(np.concatenate(f1m)),
+        "accuracy": ci(np.concatenate(acc)),
+        "f1_macro": ci(np.concatenate(f1m)),
         "balanced_accuracy": ci(np.concatenate(bal)),
         "recall": [ci(rec_all[:, c]) if evaluated[c] else nan2 for c in range(k)],
     }

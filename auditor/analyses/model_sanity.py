@@ -8,13 +8,13 @@ gives a warning; the first two mark the model as looking broken (a loud box at t
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 
-from ._common import fields_of, jsonable
 from ..errors import input_error
+from ._common import fields_of, jsonable
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class ModelSanity:
         return jsonable(fields_of(self))
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelSanity":
+    def from_dict(cls, d: dict) -> ModelSanity:
         kw = dict(d)
         kw["mean_probs"] = tuple(d["mean_probs"])
         kw["warnings"] = tuple(d["warnings"])
@@ -60,10 +60,18 @@ def _fmt_row(row: np.ndarray, names: Sequence[str]) -> str:
     return ", ".join(parts) + (", ..." if k > 5 else "")
 
 
-def compute_model_sanity(probs: np.ndarray, y_true: Sequence[int], *, n_classes_in_data: int, output_type: str,
-                         raw_row_sums: Mapping | None = None, class_names: Sequence[str] | None = None,
-                         constant_tol: float = 1e-4, saturation_share: float = 0.5,
-                         row_sum_tol: float = 1e-3) -> ModelSanity:
+def compute_model_sanity(
+    probs: np.ndarray,
+    y_true: Sequence[int],
+    *,
+    n_classes_in_data: int,
+    output_type: str,
+    raw_row_sums: Mapping | None = None,
+    class_names: Sequence[str] | None = None,
+    constant_tol: float = 1e-4,
+    saturation_share: float = 0.5,
+    row_sum_tol: float = 1e-3,
+) -> ModelSanity:
     """Check the clean pass's probabilities (n, k) for signs of a broken model.
 
     ``n_classes_in_data``: how many classes have images in the data. ``output_type``: ``probabilities``
@@ -88,7 +96,7 @@ def compute_model_sanity(probs: np.ndarray, y_true: Sequence[int], *, n_classes_
         spread = float((probs.max(axis=0) - probs.min(axis=0)).max())
         mean = probs.mean(axis=0)
         pred = probs.argmax(axis=1)
-        n_pred = int(len(np.unique(pred)))
+        n_pred = len(np.unique(pred))
         top32 = probs.max(axis=1).astype(np.float32)
         saturated = float(np.mean(top32 == np.float32(1.0)))
         zero = float(np.mean(probs.astype(np.float32) == np.float32(0.0)))
@@ -101,11 +109,13 @@ def compute_model_sanity(probs: np.ndarray, y_true: Sequence[int], *, n_classes_
             f"The model looks broken: its outputs do not depend on the image. Every one of {n} images gets the "
             f"same probabilities ({_fmt_row(mean, names)}, max spread {spread:.1g}), so it predicts "
             f"'{names[int(pred[0])]}' for all of them. The accuracy and every figure below describe a constant "
-            "guess; check the model's weights and its input preprocessing.")
+            "guess; check the model's weights and its input preprocessing."
+        )
     elif single is not None:
         warnings.append(
             f"The model looks broken: it predicts '{single}' for all {n} images although the data holds "
-            f"{n_classes_in_data} classes. Check the model's weights and its input preprocessing.")
+            f"{n_classes_in_data} classes. Check the model's weights and its input preprocessing."
+        )
 
     raw = dict(raw_row_sums) if raw_row_sums else None
     r_rows = r_min = r_max = r_mean = r_off = None
@@ -115,23 +125,39 @@ def compute_model_sanity(probs: np.ndarray, y_true: Sequence[int], *, n_classes_
         r_min, r_max = float(raw["min_row_sum"]), float(raw["max_row_sum"])
         r_mean = float(raw["mean_row_sum"]) if raw.get("mean_row_sum") is not None else None
         not_normalised = output_type == "probabilities" and (
-            r_off > 0 or abs(r_min - 1.0) > row_sum_tol or abs(r_max - 1.0) > row_sum_tol)
+            r_off > 0 or abs(r_min - 1.0) > row_sum_tol or abs(r_max - 1.0) > row_sum_tol
+        )
         if not_normalised:
             typical = f"{r_mean:.3f}" if r_mean is not None else f"{r_min:.3f} to {r_max:.3f}"
             rng = f" ({r_min:.3f} to {r_max:.3f})" if r_mean is not None else ""
             warnings.append(
                 f"The model's 'probabilities' sum to {typical}{rng}, not 1, in {r_off} of {r_rows} images: its "
                 "output layer is not a softmax; the audit normalised them (calibration figures describe the "
-                "normalised values).")
+                "normalised values)."
+            )
     if n and saturated > saturation_share:
         warnings.append(
             f"Saturated outputs: {saturated:.0%} of images get a top probability of exactly 1.0 (float32) and "
             f"{zero:.0%} of all class probabilities are exactly 0: confidence carries almost no information, so "
-            "calibration figures (ECE, reliability) and confidence thresholds mean little for this model.")
+            "calibration figures (ECE, reliability) and confidence thresholds mean little for this model."
+        )
     return ModelSanity(
-        n_images=int(n), n_classes_in_data=int(n_classes_in_data), output_type=output_type, max_spread=spread,
-        constant_output=bool(constant), mean_probs=tuple(float(v) for v in mean), n_predicted_classes=n_pred,
-        single_predicted_class=single, saturated_share=saturated, zero_share=zero, raw_rows=r_rows,
-        raw_sum_min=r_min, raw_sum_max=r_max, raw_sum_mean=r_mean, raw_rows_off=r_off,
-        rows_not_normalised=bool(not_normalised), looks_broken=bool(constant or single is not None),
-        warnings=tuple(warnings))
+        n_images=int(n),
+        n_classes_in_data=int(n_classes_in_data),
+        output_type=output_type,
+        max_spread=spread,
+        constant_output=bool(constant),
+        mean_probs=tuple(float(v) for v in mean),
+        n_predicted_classes=n_pred,
+        single_predicted_class=single,
+        saturated_share=saturated,
+        zero_share=zero,
+        raw_rows=r_rows,
+        raw_sum_min=r_min,
+        raw_sum_max=r_max,
+        raw_sum_mean=r_mean,
+        raw_rows_off=r_off,
+        rows_not_normalised=bool(not_normalised),
+        looks_broken=bool(constant or single is not None),
+        warnings=tuple(warnings),
+    )

@@ -26,8 +26,8 @@ compared on the whole subsample, exactly as the exhaustive check does.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -60,14 +60,20 @@ class PreprocessingCheck:
         return jsonable(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PreprocessingCheck":
+    def from_dict(cls, d: dict) -> PreprocessingCheck:
         return cls(
-            n_samples=int(d["n_samples"]), resize_methods=tuple(d["resize_methods"]), scalings=tuple(d["scalings"]),
+            n_samples=int(d["n_samples"]),
+            resize_methods=tuple(d["resize_methods"]),
+            scalings=tuple(d["scalings"]),
             accuracy=tuple(tuple(float("nan") if v is None else float(v) for v in row) for row in d["accuracy"]),
-            chosen=tuple(d["chosen"]), best=tuple(d["best"]), chosen_accuracy=float(d["chosen_accuracy"]),
-            best_accuracy=float(d["best_accuracy"]), mismatch_p_value=float(d["mismatch_p_value"]),
+            chosen=tuple(d["chosen"]),
+            best=tuple(d["best"]),
+            chosen_accuracy=float(d["chosen_accuracy"]),
+            best_accuracy=float(d["best_accuracy"]),
+            mismatch_p_value=float(d["mismatch_p_value"]),
             resize_spread=float(d["resize_spread"]),
-            warnings=tuple(d["warnings"]), mismatch_points=float(d["mismatch_points"]),
+            warnings=tuple(d["warnings"]),
+            mismatch_points=float(d["mismatch_points"]),
             spread_points=float(d["spread_points"]),
             n_evaluated=tuple(tuple(int(v) for v in row) for row in d.get("n_evaluated", ())),
             status=tuple(tuple(str(v) for v in row) for row in d.get("status", ())),
@@ -77,9 +83,12 @@ class PreprocessingCheck:
 
     def stopped_early(self) -> list[tuple[str, str, str, int]]:
         """(resize, scaling, status, n images) of each setting stopped before the end of the subsample."""
-        return [(r, s, self.status[i][j], self.n_evaluated[i][j])
-                for i, r in enumerate(self.resize_methods) for j, s in enumerate(self.scalings)
-                if self.status and self.status[i][j] in ("dropped", "tied")]
+        return [
+            (r, s, self.status[i][j], self.n_evaluated[i][j])
+            for i, r in enumerate(self.resize_methods)
+            for j, s in enumerate(self.scalings)
+            if self.status and self.status[i][j] in ("dropped", "tied")
+        ]
 
 
 def _exceeds(fraction: float, points: float) -> bool:
@@ -92,17 +101,24 @@ def sign_test_p(wins: int, losses: int) -> float:
     n = wins + losses
     if n == 0:
         return 1.0
-    return float(sum(math.comb(n, i) for i in range(wins, n + 1)) / 2 ** n)
+    return float(sum(math.comb(n, i) for i in range(wins, n + 1)) / 2**n)
 
 
 def describe(setting: tuple[str, str]) -> str:
     return f"--resize {setting[0]} --preprocess {setting[1]}"
 
 
-def compute_preprocessing_check(y_true: Sequence[int], predictions: Mapping[tuple[str, str], np.ndarray], *,
-                                chosen: tuple[str, str], mismatch_points: float = 2.0,
-                                spread_points: float = 5.0, status: Mapping[tuple[str, str], str] | None = None,
-                                forward_passes: int = 0, forward_passes_exhaustive: int = 0) -> PreprocessingCheck:
+def compute_preprocessing_check(
+    y_true: Sequence[int],
+    predictions: Mapping[tuple[str, str], np.ndarray],
+    *,
+    chosen: tuple[str, str],
+    mismatch_points: float = 2.0,
+    spread_points: float = 5.0,
+    status: Mapping[tuple[str, str], str] | None = None,
+    forward_passes: int = 0,
+    forward_passes_exhaustive: int = 0,
+) -> PreprocessingCheck:
     """Accuracies and warnings from predicted labels under each setting.
 
     Parameters
@@ -126,16 +142,18 @@ def compute_preprocessing_check(y_true: Sequence[int], predictions: Mapping[tupl
             raise ValueError(f"setting {key} has {len(pred)} predictions for {len(y_true)} images")
     resizes = tuple(dict.fromkeys(r for r, _ in predictions))
     scalings = tuple(dict.fromkeys(s for _, s in predictions))
-    acc = {key: float(np.mean(np.asarray(pred) == y_true[:len(pred)])) if len(pred) else float("nan")
-           for key, pred in predictions.items()}
+    acc = {
+        key: float(np.mean(np.asarray(pred) == y_true[: len(pred)])) if len(pred) else float("nan")
+        for key, pred in predictions.items()
+    }
     for key in predictions:
         if status.get(key) == "tied":  # right and wrong on the same images as the chosen, as far as it ran
             acc[key] = acc[chosen]
     grid = tuple(tuple(acc.get((r, s), float("nan")) for s in scalings) for r in resizes)
-    n_grid = tuple(tuple(len(predictions[(r, s)]) if (r, s) in predictions else 0 for s in scalings)
-                   for r in resizes)
-    st_grid = tuple(tuple(status.get((r, s), "full") if (r, s) in predictions else "" for s in scalings)
-                    for r in resizes)
+    n_grid = tuple(tuple(len(predictions[(r, s)]) if (r, s) in predictions else 0 for s in scalings) for r in resizes)
+    st_grid = tuple(
+        tuple(status.get((r, s), "full") if (r, s) in predictions else "" for s in scalings) for r in resizes
+    )
     # ties go to the chosen setting, then to the first in table order; dropped settings were
     # significantly worse than another, so they are never the best
     candidates = [key for key in acc if status.get(key) != "dropped"]
@@ -153,18 +171,31 @@ def compute_preprocessing_check(y_true: Sequence[int], predictions: Mapping[tupl
             f"{len(y_true)}-image check subsample, but {describe(best)} scores {best_acc:.1%} (sign test "
             f"p = {p_value:.2g}). The audit probably "
             f"does not prepare images the way training did, and every number in this report depends on it; "
-            f"re-run with {describe(best)} or fix the model's sidecar if that is how it was trained.")
+            f"re-run with {describe(best)} or fix the model's sidecar if that is how it was trained."
+        )
     if _exceeds(spread, spread_points):
         best_resize = max(resizes, key=lambda r: acc.get((r, chosen[1]), -1.0))
         warnings.append(
             f"Resize sensitivity: with --preprocess {chosen[1]}, accuracy moves by {spread * 100:.1f} points "
             f"between resize methods ({min(same_scaling):.1%} to {max(same_scaling):.1%}; best: {best_resize}). "
-            f"Make sure the audit resizes images exactly as training did.")
+            f"Make sure the audit resizes images exactly as training did."
+        )
     return PreprocessingCheck(
-        n_samples=int(len(y_true)), resize_methods=resizes, scalings=scalings, accuracy=grid, chosen=chosen,
-        best=best, chosen_accuracy=chosen_acc, best_accuracy=best_acc, mismatch_p_value=float(p_value),
+        n_samples=len(y_true),
+        resize_methods=resizes,
+        scalings=scalings,
+        accuracy=grid,
+        chosen=chosen,
+        best=best,
+        chosen_accuracy=chosen_acc,
+        best_accuracy=best_acc,
+        mismatch_p_value=float(p_value),
         resize_spread=float(spread),
-        warnings=tuple(warnings), mismatch_points=mismatch_points, spread_points=spread_points,
-        n_evaluated=n_grid, status=st_grid, forward_passes=int(forward_passes),
+        warnings=tuple(warnings),
+        mismatch_points=mismatch_points,
+        spread_points=spread_points,
+        n_evaluated=n_grid,
+        status=st_grid,
+        forward_passes=int(forward_passes),
         forward_passes_exhaustive=int(forward_passes_exhaustive),
     )

@@ -17,8 +17,8 @@ A good confidence ranking keeps the curve low until far to the right.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -55,15 +55,27 @@ class SelectiveResult:
         return jsonable(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SelectiveResult":
+    def from_dict(cls, d: dict) -> SelectiveResult:
         return cls(
-            n_samples=int(d["n_samples"]), aurc=nan_if_none(d["aurc"]), oracle_aurc=nan_if_none(d["oracle_aurc"]),
-            random_aurc=nan_if_none(d["random_aurc"]), excess_aurc=nan_if_none(d["excess_aurc"]),
-            coverage=tuple(d["coverage"]), risk=tuple(d["risk"]), oracle_risk=tuple(d["oracle_risk"]),
-            operating_points=tuple(OperatingPoint(float(o["target_accuracy"]), bool(o["reachable"]),
-                                                  nan_if_none(o["threshold"]), float(o["coverage"]),
-                                                  int(o["accepted"]), nan_if_none(o["accuracy"]))
-                                   for o in d["operating_points"]),
+            n_samples=int(d["n_samples"]),
+            aurc=nan_if_none(d["aurc"]),
+            oracle_aurc=nan_if_none(d["oracle_aurc"]),
+            random_aurc=nan_if_none(d["random_aurc"]),
+            excess_aurc=nan_if_none(d["excess_aurc"]),
+            coverage=tuple(d["coverage"]),
+            risk=tuple(d["risk"]),
+            oracle_risk=tuple(d["oracle_risk"]),
+            operating_points=tuple(
+                OperatingPoint(
+                    float(o["target_accuracy"]),
+                    bool(o["reachable"]),
+                    nan_if_none(o["threshold"]),
+                    float(o["coverage"]),
+                    int(o["accepted"]),
+                    nan_if_none(o["accuracy"]),
+                )
+                for o in d["operating_points"]
+            ),
             reading=tuple(d["reading"]),
         )
 
@@ -118,8 +130,9 @@ def operating_point(confidence: np.ndarray, correct: np.ndarray, target: float) 
     return OperatingPoint(target, True, float(c_sorted[m - 1]), m / n, m, float(acc[j]))
 
 
-def compute_selective(y_true: Sequence[int], probs: np.ndarray, *,
-                      targets: Sequence[float] = DEFAULT_TARGETS) -> SelectiveResult:
+def compute_selective(
+    y_true: Sequence[int], probs: np.ndarray, *, targets: Sequence[float] = DEFAULT_TARGETS
+) -> SelectiveResult:
     """Risk-coverage analysis of the model's confidence (top probability) as a referral rule."""
     y_true, probs = check_labels_probs(y_true, probs)
     conf = probs.max(axis=1)
@@ -132,10 +145,17 @@ def compute_selective(y_true: Sequence[int], probs: np.ndarray, *,
     area, o_area = float(np.mean(risk)) if n else float("nan"), oracle_aurc(correct)
     points = tuple(operating_point(conf, correct, t) for t in targets)
     result = SelectiveResult(
-        n_samples=n, aurc=area, oracle_aurc=o_area, random_aurc=float(1 - correct.mean()) if n else float("nan"),
-        excess_aurc=area - o_area, coverage=tuple(float(x) for x in cov[idx]),
-        risk=tuple(float(x) for x in risk[idx]), oracle_risk=tuple(float(x) for x in o_risk[idx]),
-        operating_points=points, reading=())
+        n_samples=n,
+        aurc=area,
+        oracle_aurc=o_area,
+        random_aurc=float(1 - correct.mean()) if n else float("nan"),
+        excess_aurc=area - o_area,
+        coverage=tuple(float(x) for x in cov[idx]),
+        risk=tuple(float(x) for x in risk[idx]),
+        oracle_risk=tuple(float(x) for x in o_risk[idx]),
+        operating_points=points,
+        reading=(),
+    )
     return _with_reading(result, correct.mean() if n else float("nan"))
 
 
@@ -145,17 +165,23 @@ def _with_reading(r: SelectiveResult, accuracy: float) -> SelectiveResult:
     lines = []
     for p in r.operating_points:
         if p.reachable:
-            lines.append(f"For {p.target_accuracy:.0%} accuracy: refer every cell below confidence "
-                         f"{p.threshold:.4g} to a human; then {p.coverage:.1%} of cells ({p.accepted} of "
-                         f"{r.n_samples}) are decided automatically at {p.accuracy:.1%} accuracy.")
+            lines.append(
+                f"For {p.target_accuracy:.0%} accuracy: refer every cell below confidence "
+                f"{p.threshold:.4g} to a human; then {p.coverage:.1%} of cells ({p.accepted} of "
+                f"{r.n_samples}) are decided automatically at {p.accuracy:.1%} accuracy."
+            )
         else:
-            lines.append(f"{p.target_accuracy:.0%} accuracy is not reachable at any confidence threshold "
-                         f"on these images (even the most confident cells include mistakes).")
+            lines.append(
+                f"{p.target_accuracy:.0%} accuracy is not reachable at any confidence threshold "
+                f"on these images (even the most confident cells include mistakes)."
+            )
     if np.isfinite(r.aurc) and r.random_aurc > 0:
         gain = (r.random_aurc - r.aurc) / (r.random_aurc - r.oracle_aurc) if r.random_aurc > r.oracle_aurc else 1.0
-        lines.append(f"AURC {r.aurc:.4f} against {r.oracle_aurc:.4f} for a perfect ranking and {r.random_aurc:.4f} "
-                     f"for an uninformative one: confidence captures {gain:.0%} of the possible benefit of "
-                     f"referring doubtful cells.")
+        lines.append(
+            f"AURC {r.aurc:.4f} against {r.oracle_aurc:.4f} for a perfect ranking and {r.random_aurc:.4f} "
+            f"for an uninformative one: confidence captures {gain:.0%} of the possible benefit of "
+            f"referring doubtful cells."
+        )
     elif r.random_aurc == 0:
         lines.append("No mistakes on these images: every coverage has zero risk.")
     return replace(r, reading=tuple(lines))

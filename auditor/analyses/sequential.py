@@ -143,8 +143,9 @@ class LookDecision:
     p_values: np.ndarray  # (S, S) one-sided sign test p of "t better than s"
 
 
-def decide_look(correct: np.ndarray, active: np.ndarray, *, reference: int, level: float,
-                n_tie: int | None = 128) -> LookDecision:
+def decide_look(
+    correct: np.ndarray, active: np.ndarray, *, reference: int, level: float, n_tie: int | None = 128
+) -> LookDecision:
     """Drop and tie decisions at one look.
 
     Parameters
@@ -188,8 +189,17 @@ class EliminationResult:
     looks: tuple[int, ...]  # the prefix sizes actually looked at
 
 
-def run_elimination(evaluate, n_settings: int, m: int, *, reference: int, schedule: tuple[int, ...],
-                    alpha: float = 0.05, n_tie: int | None = 128, sequential: bool = True) -> EliminationResult:
+def run_elimination(
+    evaluate,
+    n_settings: int,
+    m: int,
+    *,
+    reference: int,
+    schedule: tuple[int, ...],
+    alpha: float = 0.05,
+    n_tie: int | None = 128,
+    sequential: bool = True,
+) -> EliminationResult:
     """Drive the looks. ``evaluate(settings, start, stop)`` must return a (len(settings), stop - start)
     bool array of correctness of those settings on images ``start:stop`` of the ordered subsample
     (the reference's row included whenever it is asked for).

@@ -15,8 +15,8 @@ confidence, the gap to the internal set, and a **shift score** that needs no lab
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -68,25 +68,42 @@ class SitesResult:
             d = fields_of(r)
             del d["metrics"]
             m = r.metrics
-            d.update(accuracy=m.accuracy, accuracy_ci=m.accuracy_ci, f1_macro=m.f1_macro, f1_macro_ci=m.f1_macro_ci,
-                     balanced_accuracy=m.balanced_accuracy,
-                     recall={row.name: row.recall for row in m.per_class},
-                     support={row.name: row.support for row in m.per_class})
+            d.update(
+                accuracy=m.accuracy,
+                accuracy_ci=m.accuracy_ci,
+                f1_macro=m.f1_macro,
+                f1_macro_ci=m.f1_macro_ci,
+                balanced_accuracy=m.balanced_accuracy,
+                recall={row.name: row.recall for row in m.per_class},
+                support={row.name: row.support for row in m.per_class},
+            )
             d["classification"] = m.to_dict()
             out.append(d)
-        return jsonable({"class_names": self.class_names, "sites": out, "furthest": self.furthest,
-                         "reading": self.reading})
+        return jsonable(
+            {"class_names": self.class_names, "sites": out, "furthest": self.furthest, "reading": self.reading}
+        )
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SitesResult":
-        rows = tuple(SiteRow(
-            name=s["name"], internal=bool(s["internal"]), n_images=int(s["n_images"]), classes=tuple(s["classes"]),
-            metrics=ClassificationMetrics.from_dict(s["classification"]), ece=nan_if_none(s["ece"]),
-            mean_confidence=nan_if_none(s["mean_confidence"]), accuracy_gap=nan_if_none(s["accuracy_gap"]),
-            f1_gap=nan_if_none(s["f1_gap"]), balanced_accuracy_gap=nan_if_none(s["balanced_accuracy_gap"]),
-            confidence_drop=nan_if_none(s["confidence_drop"]), shift_auc=nan_if_none(s["shift_auc"]),
-            shift_score=nan_if_none(s["shift_score"]), leaked_images=int(s["leaked_images"]),
-        ) for s in d["sites"])
+    def from_dict(cls, d: dict) -> SitesResult:
+        rows = tuple(
+            SiteRow(
+                name=s["name"],
+                internal=bool(s["internal"]),
+                n_images=int(s["n_images"]),
+                classes=tuple(s["classes"]),
+                metrics=ClassificationMetrics.from_dict(s["classification"]),
+                ece=nan_if_none(s["ece"]),
+                mean_confidence=nan_if_none(s["mean_confidence"]),
+                accuracy_gap=nan_if_none(s["accuracy_gap"]),
+                f1_gap=nan_if_none(s["f1_gap"]),
+                balanced_accuracy_gap=nan_if_none(s["balanced_accuracy_gap"]),
+                confidence_drop=nan_if_none(s["confidence_drop"]),
+                shift_auc=nan_if_none(s["shift_auc"]),
+                shift_score=nan_if_none(s["shift_score"]),
+                leaked_images=int(s["leaked_images"]),
+            )
+            for s in d["sites"]
+        )
         return cls(tuple(d["class_names"]), rows, d.get("furthest"), tuple(d["reading"]))
 
 
@@ -122,8 +139,15 @@ def _subsample(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return x[np.sort(rng.choice(len(x), MAX_SHIFT_SAMPLES, replace=False))]
 
 
-def compute_sites(internal: SiteData, sites: Sequence[SiteData], *, class_names: Sequence[str],
-                  leaks: dict[str, int] | None = None, n_bootstrap: int = 1000, seed: int = 0) -> SitesResult:
+def compute_sites(
+    internal: SiteData,
+    sites: Sequence[SiteData],
+    *,
+    class_names: Sequence[str],
+    leaks: dict[str, int] | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> SitesResult:
     """Compare the model on ``internal`` and each external site (see the module doc)."""
     class_names = tuple(class_names)
     leaks = leaks or {}
@@ -131,8 +155,9 @@ def compute_sites(internal: SiteData, sites: Sequence[SiteData], *, class_names:
     base = None
     rows = []
     for i, site in enumerate([internal, *sites]):
-        m = compute_classification_metrics(site.y_true, site.probs, class_names=class_names,
-                                           n_bootstrap=n_bootstrap, seed=seed)
+        m = compute_classification_metrics(
+            site.y_true, site.probs, class_names=class_names, n_bootstrap=n_bootstrap, seed=seed
+        )
         conf = site.probs.max(axis=1)
         correct = site.probs.argmax(axis=1) == site.y_true
         ece = expected_calibration_error(conf, correct)
@@ -142,14 +167,24 @@ def compute_sites(internal: SiteData, sites: Sequence[SiteData], *, class_names:
         else:
             feats = site.features if internal.features.shape[1] > 0 else site.probs
             auc = shift_auc(ref_feats, feats, seed=seed)
-        rows.append(SiteRow(
-            name=site.name, internal=i == 0, n_images=len(site.y_true),
-            classes=tuple(class_names[c] for c in sorted(set(site.y_true.tolist()))), metrics=m, ece=ece,
-            mean_confidence=float(conf.mean()), accuracy_gap=base[0] - m.accuracy, f1_gap=base[1] - m.f1_macro,
-            balanced_accuracy_gap=base[2] - m.balanced_accuracy, confidence_drop=base[3] - float(conf.mean()),
-            shift_auc=auc, shift_score=float(max(0.0, 2 * auc - 1)) if np.isfinite(auc) else 0.0,
-            leaked_images=int(leaks.get(site.name, 0)),
-        ))
+        rows.append(
+            SiteRow(
+                name=site.name,
+                internal=i == 0,
+                n_images=len(site.y_true),
+                classes=tuple(class_names[c] for c in sorted(set(site.y_true.tolist()))),
+                metrics=m,
+                ece=ece,
+                mean_confidence=float(conf.mean()),
+                accuracy_gap=base[0] - m.accuracy,
+                f1_gap=base[1] - m.f1_macro,
+                balanced_accuracy_gap=base[2] - m.balanced_accuracy,
+                confidence_drop=base[3] - float(conf.mean()),
+                shift_auc=auc,
+                shift_score=float(max(0.0, 2 * auc - 1)) if np.isfinite(auc) else 0.0,
+                leaked_images=int(leaks.get(site.name, 0)),
+            )
+        )
     externals = rows[1:]
     furthest = max(externals, key=lambda r: (r.shift_score, r.accuracy_gap)).name if externals else None
     return SitesResult(class_names, tuple(rows), furthest, _reading(rows, furthest))
@@ -161,25 +196,38 @@ def _reading(rows: list[SiteRow], furthest: str | None) -> tuple[str, ...]:
     internal = rows[0]
     lines = []
     worst = max(rows[1:], key=lambda r: r.accuracy_gap)
-    lines.append(f"Internal accuracy {internal.metrics.accuracy:.1%}; the largest drop is at {worst.name}: "
-                 f"{worst.metrics.accuracy:.1%} ({worst.accuracy_gap * 100:.1f} points below internal)."
-                 if worst.accuracy_gap > 0 else
-                 f"Internal accuracy {internal.metrics.accuracy:.1%}; no external site scores lower.")
+    lines.append(
+        f"Internal accuracy {internal.metrics.accuracy:.1%}; the largest drop is at {worst.name}: "
+        f"{worst.metrics.accuracy:.1%} ({worst.accuracy_gap * 100:.1f} points below internal)."
+        if worst.accuracy_gap > 0
+        else f"Internal accuracy {internal.metrics.accuracy:.1%}; no external site scores lower."
+    )
     far = next(r for r in rows if r.name == furthest)
-    lines.append(f"The site furthest from the internal images by the model's own features is {far.name} "
-                 f"(shift score {far.shift_score:.2f}; 0 = indistinguishable, 1 = completely different).")
+    lines.append(
+        f"The site furthest from the internal images by the model's own features is {far.name} "
+        f"(shift score {far.shift_score:.2f}; 0 = indistinguishable, 1 = completely different)."
+    )
     for r in rows[1:]:
         if r.accuracy_gap > 0.05:
             if r.confidence_drop < 0.5 * r.accuracy_gap:
-                conf = (f"mean confidence only {r.confidence_drop * 100:.1f}" if r.confidence_drop >= 0 else
-                        f"mean confidence rises by {-r.confidence_drop * 100:.1f}")
-                lines.append(f"At {r.name} the model stays confident while wrong: accuracy falls "
-                             f"{r.accuracy_gap * 100:.1f} points but {conf}. This is the dangerous case: its "
-                             f"confidence cannot be used to refer doubtful cells there.")
+                conf = (
+                    f"mean confidence only {r.confidence_drop * 100:.1f}"
+                    if r.confidence_drop >= 0
+                    else f"mean confidence rises by {-r.confidence_drop * 100:.1f}"
+                )
+                lines.append(
+                    f"At {r.name} the model stays confident while wrong: accuracy falls "
+                    f"{r.accuracy_gap * 100:.1f} points but {conf}. This is the dangerous case: its "
+                    f"confidence cannot be used to refer doubtful cells there."
+                )
             else:
-                lines.append(f"At {r.name} confidence falls with accuracy ({r.confidence_drop * 100:.1f} vs "
-                             f"{r.accuracy_gap * 100:.1f} points): the model signals its own uncertainty.")
+                lines.append(
+                    f"At {r.name} confidence falls with accuracy ({r.confidence_drop * 100:.1f} vs "
+                    f"{r.accuracy_gap * 100:.1f} points): the model signals its own uncertainty."
+                )
         if r.leaked_images:
-            lines.append(f"Site {r.name} shares {r.leaked_images} byte-identical image(s) with the internal set "
-                         "(leakage): its numbers are flattered.")
+            lines.append(
+                f"Site {r.name} shares {r.leaked_images} byte-identical image(s) with the internal set "
+                "(leakage): its numbers are flattered."
+            )
     return tuple(lines)

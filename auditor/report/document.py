@@ -8,9 +8,10 @@ that is not installed here) are kept as raw data and written back unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..analyses._common import jsonable
 
@@ -19,8 +20,22 @@ if TYPE_CHECKING:  # pragma: no cover - types only
     from ..sections.context import Table
 
 #: top-level keys of audit.json that belong to the frame, not to a section
-FRAME_KEYS = ("schema_version", "report_id", "tool_version", "created_utc", "model", "preprocessing", "classes",
-              "dataset", "environment", "config", "summary", "results", "failures", "timings_seconds")
+FRAME_KEYS = (
+    "schema_version",
+    "report_id",
+    "tool_version",
+    "created_utc",
+    "model",
+    "preprocessing",
+    "classes",
+    "dataset",
+    "environment",
+    "config",
+    "summary",
+    "results",
+    "failures",
+    "timings_seconds",
+)
 
 
 @dataclass(frozen=True)
@@ -80,26 +95,35 @@ class AuditReport:
         for section in reg.sections:
             for key, value in section.to_json(self.results.get(section.name)).items():
                 if key.startswith("results."):
-                    results[key[len("results."):]] = value
+                    results[key[len("results.") :]] = value
                 else:
                     top[key] = value
         for key, value in self.unknown.items():
             if key.startswith("results."):
-                results.setdefault(key[len("results."):], value)
+                results.setdefault(key[len("results.") :], value)
             else:
                 top.setdefault(key, value)
         doc = {
-            "schema_version": self.schema_version, "report_id": self.report_id,
-            "tool_version": self.tool_version, "created_utc": self.created_utc,
-            "model": self.model, "preprocessing": self.preprocessing, "classes": self.classes,
-            "dataset": self.dataset, "environment": self.environment, "config": self.config,
-            "summary": self.summary, **top, "results": results,
-            "failures": [f.to_dict() for f in self.failures], "timings_seconds": self.timings,
+            "schema_version": self.schema_version,
+            "report_id": self.report_id,
+            "tool_version": self.tool_version,
+            "created_utc": self.created_utc,
+            "model": self.model,
+            "preprocessing": self.preprocessing,
+            "classes": self.classes,
+            "dataset": self.dataset,
+            "environment": self.environment,
+            "config": self.config,
+            "summary": self.summary,
+            **top,
+            "results": results,
+            "failures": [f.to_dict() for f in self.failures],
+            "timings_seconds": self.timings,
         }
         return jsonable(doc)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], sections: Registry | None = None) -> "AuditReport":
+    def from_dict(cls, d: Mapping[str, Any], sections: Registry | None = None) -> AuditReport:
         """Rebuild a report from ``audit.json``; unknown section keys are kept as raw data."""
         reg = _registry(sections)
         results: dict[str, Any] = {}
@@ -112,12 +136,23 @@ class AuditReport:
         unknown = {f"results.{k}": v for k, v in d.get("results", {}).items() if f"results.{k}" not in claimed}
         unknown.update({k: v for k, v in d.items() if k not in FRAME_KEYS and k not in claimed})
         return cls(
-            schema_version=d["schema_version"], report_id=d["report_id"], tool_version=d["tool_version"],
-            created_utc=d["created_utc"], model=d["model"], preprocessing=d["preprocessing"],
-            classes=d["classes"], dataset=d["dataset"], environment=d["environment"], config=d["config"],
-            summary=d["summary"], results=results, sections=reg.names,
-            failures=tuple(Failure(**f) for f in d.get("failures", [])), timings=d.get("timings_seconds", {}),
-            unknown=unknown)
+            schema_version=d["schema_version"],
+            report_id=d["report_id"],
+            tool_version=d["tool_version"],
+            created_utc=d["created_utc"],
+            model=d["model"],
+            preprocessing=d["preprocessing"],
+            classes=d["classes"],
+            dataset=d["dataset"],
+            environment=d["environment"],
+            config=d["config"],
+            summary=d["summary"],
+            results=results,
+            sections=reg.names,
+            failures=tuple(Failure(**f) for f in d.get("failures", [])),
+            timings=d.get("timings_seconds", {}),
+            unknown=unknown,
+        )
 
     def save(self, folder: Path | str, formats: Sequence[str] = ("html", "pdf", "json")) -> Path:
         """Write the report into ``folder`` (created if missing): the chosen formats, ``predictions.csv``

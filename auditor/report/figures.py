@@ -13,22 +13,28 @@ import matplotlib
 import matplotlib.patches
 
 matplotlib.use("Agg", force=False)
-import numpy as np  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import numpy as np
+import seaborn as sns
+from matplotlib.figure import Figure
 
-from ..analyses.calibration import CalibrationResult  # noqa: E402
-from ..analyses.fisher import FisherResult  # noqa: E402
-from ..analyses.metrics import ClassificationMetrics  # noqa: E402
-from ..analyses.preprocessing import PreprocessingCheck  # noqa: E402
-from ..analyses.selective import SelectiveResult  # noqa: E402
-from ..analyses.sites import SitesResult  # noqa: E402
+from ..analyses.calibration import CalibrationResult
+from ..analyses.fisher import FisherResult
+from ..analyses.metrics import ClassificationMetrics
+from ..analyses.preprocessing import PreprocessingCheck
+from ..analyses.selective import SelectiveResult
+from ..analyses.sites import SitesResult
 
 DPI = 160
-PALETTE = ["#1f5fa8", "#d9822b", "#2a9d5c", "#c0392b", "#7d4fb5", "#8c6d31", "#d35fb7", "#5f6b7a",
-           "#17becf", "#9c9c2a"]
-STYLE = {"font.size": 8.5, "axes.titlesize": 9.5, "axes.labelsize": 8.5, "xtick.labelsize": 8,
-         "ytick.labelsize": 8, "legend.fontsize": 7.5, "font.family": "DejaVu Sans"}
+PALETTE = ["#1f5fa8", "#d9822b", "#2a9d5c", "#c0392b", "#7d4fb5", "#8c6d31", "#d35fb7", "#5f6b7a", "#17becf", "#9c9c2a"]
+STYLE = {
+    "font.size": 8.5,
+    "axes.titlesize": 9.5,
+    "axes.labelsize": 8.5,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "legend.fontsize": 7.5,
+    "font.family": "DejaVu Sans",
+}
 
 
 def _png(fig: Figure) -> bytes:
@@ -47,17 +53,30 @@ def _short(name: str, width: int = 14) -> str:
     return "\n".join(textwrap.wrap(name, width)) or name
 
 
-def _heatmap(values: np.ndarray, annot: np.ndarray, names, title: str, cmap: str, vmax: float | None,
-             cbar_label: str) -> bytes:
+def _heatmap(
+    values: np.ndarray, annot: np.ndarray, names, title: str, cmap: str, vmax: float | None, cbar_label: str
+) -> bytes:
     k = len(names)
     size = min(6.2, 1.6 + 0.55 * k)
     with matplotlib.rc_context(STYLE):
         fig = _new(size + 0.9, size)
         ax = fig.add_subplot()
-        sns.heatmap(values, ax=ax, annot=annot, fmt="", cmap=cmap, vmin=0, vmax=vmax, square=True,
-                    linewidths=0.5, linecolor="white", cbar_kws={"label": cbar_label, "shrink": 0.8},
-                    xticklabels=[_short(n) for n in names], yticklabels=[_short(n) for n in names],
-                    annot_kws={"fontsize": 8 if k <= 8 else 6})
+        sns.heatmap(
+            values,
+            ax=ax,
+            annot=annot,
+            fmt="",
+            cmap=cmap,
+            vmin=0,
+            vmax=vmax,
+            square=True,
+            linewidths=0.5,
+            linecolor="white",
+            cbar_kws={"label": cbar_label, "shrink": 0.8},
+            xticklabels=[_short(n) for n in names],
+            yticklabels=[_short(n) for n in names],
+            annot_kws={"fontsize": 8 if k <= 8 else 6},
+        )
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
         ax.set_title(title)
@@ -80,8 +99,15 @@ def confusion_normalized(m: ClassificationMetrics) -> bytes:
     with np.errstate(invalid="ignore", divide="ignore"):
         norm = np.where(rows > 0, cm / rows, np.nan)
     annot = np.where(np.isnan(norm), "–", np.char.mod("%.0f%%", np.nan_to_num(norm) * 100))
-    return _heatmap(norm, annot, m.class_names, "Confusion matrix (row-normalised: recall on the diagonal)",
-                    "Purples", 1.0, "share of the true class")
+    return _heatmap(
+        norm,
+        annot,
+        m.class_names,
+        "Confusion matrix (row-normalised: recall on the diagonal)",
+        "Purples",
+        1.0,
+        "share of the true class",
+    )
 
 
 def roc_curves(m: ClassificationMetrics) -> bytes:
@@ -93,8 +119,13 @@ def roc_curves(m: ClassificationMetrics) -> bytes:
         fig = _new(5.6, 4.4)
         ax = fig.add_subplot()
         for i, curve in enumerate(curves):
-            ax.plot(curve.fpr, curve.tpr, color=PALETTE[i % len(PALETTE)], lw=1.6,
-                    label=f"{curve.name} (AUC {curve.auc:.3f})")
+            ax.plot(
+                curve.fpr,
+                curve.tpr,
+                color=PALETTE[i % len(PALETTE)],
+                lw=1.6,
+                label=f"{curve.name} (AUC {curve.auc:.3f})",
+            )
         ax.plot([0, 1], [0, 1], ls="--", color="#999999", lw=0.8, label="chance")
         ax.set_xlim(-0.01, 1.01)
         ax.set_ylim(-0.01, 1.01)
@@ -118,10 +149,21 @@ def recall_intervals(m: ClassificationMetrics) -> bytes:
         ax = fig.add_subplot()
         y = np.arange(len(rows))[::-1]
         for yi, r in zip(y, rows):
-            ax.plot(r.recall_wilson, [yi - 0.12] * 2, color="#b0b7c3", lw=5, solid_capstyle="butt",
-                    label="Wilson 95% interval" if yi == y[0] else None)
-            ax.plot(r.recall_ci, [yi + 0.12] * 2, color="#1f5fa8", lw=2.2,
-                    label="bootstrap 95% interval" if yi == y[0] else None)
+            ax.plot(
+                r.recall_wilson,
+                [yi - 0.12] * 2,
+                color="#b0b7c3",
+                lw=5,
+                solid_capstyle="butt",
+                label="Wilson 95% interval" if yi == y[0] else None,
+            )
+            ax.plot(
+                r.recall_ci,
+                [yi + 0.12] * 2,
+                color="#1f5fa8",
+                lw=2.2,
+                label="bootstrap 95% interval" if yi == y[0] else None,
+            )
             ax.plot([r.recall], [yi], "o", color="#0b2545", ms=5, label="recall" if yi == y[0] else None)
         ax.set_yticks(y, [f"{r.name} (n={r.support})" for r in rows])
         ax.set_xlim(-0.02, 1.02)
@@ -146,10 +188,21 @@ def preprocessing_grid(c: PreprocessingCheck) -> bytes:
     with matplotlib.rc_context(STYLE):
         fig = _new(5.2, 3.2)
         ax = fig.add_subplot()
-        sns.heatmap(acc, ax=ax, annot=annot, fmt="", cmap="RdYlGn", vmin=0, vmax=1, linewidths=0.5,
-                    linecolor="white", xticklabels=list(c.scalings), yticklabels=list(c.resize_methods),
-                    cbar_kws={"label": "accuracy"},
-                    annot_kws={"fontsize": 6} if c.stopped_early() else None)
+        sns.heatmap(
+            acc,
+            ax=ax,
+            annot=annot,
+            fmt="",
+            cmap="RdYlGn",
+            vmin=0,
+            vmax=1,
+            linewidths=0.5,
+            linecolor="white",
+            xticklabels=list(c.scalings),
+            yticklabels=list(c.resize_methods),
+            cbar_kws={"label": "accuracy"},
+            annot_kws={"fontsize": 6} if c.stopped_early() else None,
+        )
         r, s = c.resize_methods.index(c.chosen[0]), c.scalings.index(c.chosen[1])
         ax.add_patch(matplotlib.patches.Rectangle((s, r), 1, 1, fill=False, ec="#111111", lw=2.2))
         ax.set_xlabel("pixel scaling (--preprocess)")
@@ -173,10 +226,29 @@ def _stacked_bars(ax, edges, correct, wrong) -> None:
     """Correct (blue) and wrong (red) counts per bin, stacked."""
     edges = np.asarray(edges)
     widths = np.diff(edges)
-    ax.bar(edges[:-1], correct, width=widths, align="edge", color="#1f5fa8", alpha=0.85, label="correct",
-           edgecolor="white", linewidth=0.3)
-    ax.bar(edges[:-1], wrong, width=widths, align="edge", bottom=correct, color="#c0392b", alpha=0.85,
-           label="mistake", edgecolor="white", linewidth=0.3)
+    ax.bar(
+        edges[:-1],
+        correct,
+        width=widths,
+        align="edge",
+        color="#1f5fa8",
+        alpha=0.85,
+        label="correct",
+        edgecolor="white",
+        linewidth=0.3,
+    )
+    ax.bar(
+        edges[:-1],
+        wrong,
+        width=widths,
+        align="edge",
+        bottom=correct,
+        color="#c0392b",
+        alpha=0.85,
+        label="mistake",
+        edgecolor="white",
+        linewidth=0.3,
+    )
 
 
 def fisher_histogram(f: FisherResult) -> bytes:
@@ -197,16 +269,29 @@ def fisher_histogram(f: FisherResult) -> bytes:
 
 def fisher_boxplots(f: FisherResult) -> bytes:
     """Per-class Fisher-score distribution: box = quartiles, whiskers = 5th and 95th percentiles."""
-    stats = [{"label": _short(name, 12), "whislo": max(p5, 1e-8), "q1": max(q1, 1e-8), "med": max(med, 1e-8),
-              "q3": max(q3, 1e-8), "whishi": max(p95, 1e-8), "fliers": []}
-             for name, p5, q1, med, q3, p95 in f.box_stats]
+    stats = [
+        {
+            "label": _short(name, 12),
+            "whislo": max(p5, 1e-8),
+            "q1": max(q1, 1e-8),
+            "med": max(med, 1e-8),
+            "q3": max(q3, 1e-8),
+            "whishi": max(p95, 1e-8),
+            "fliers": [],
+        }
+        for name, p5, q1, med, q3, p95 in f.box_stats
+    ]
     with matplotlib.rc_context(STYLE):
         fig = _new(5.6, 3.3)
         ax = fig.add_subplot()
         if stats:
-            ax.bxp(stats, showfliers=False, patch_artist=True,
-                   boxprops={"facecolor": "#dbe6f4", "edgecolor": "#1f5fa8"},
-                   medianprops={"color": "#0b2545", "lw": 1.6})
+            ax.bxp(
+                stats,
+                showfliers=False,
+                patch_artist=True,
+                boxprops={"facecolor": "#dbe6f4", "edgecolor": "#1f5fa8"},
+                medianprops={"color": "#0b2545", "lw": 1.6},
+            )
         ax.axhline(f.threshold, color="#111111", ls="--", lw=1, label=f"tail threshold {f.threshold:g}")
         ax.set_yscale("log")
         ax.set_ylabel("Fisher score (log scale)")
@@ -228,14 +313,21 @@ def reliability_diagram(c: CalibrationResult) -> bytes:
         for b in c.bins:
             if b.count == 0:
                 continue
-            ax.bar(b.low, b.accuracy, width=width, align="edge", color="#1f5fa8", alpha=0.8,
-                   edgecolor="white", label=label)
+            ax.bar(
+                b.low, b.accuracy, width=width, align="edge", color="#1f5fa8", alpha=0.8, edgecolor="white", label=label
+            )
             label = None
             lo, hi = sorted((b.accuracy, b.confidence))
-            ax.bar(b.low, hi - lo, bottom=lo, width=width, align="edge", color="#c0392b", alpha=0.25,
-                   edgecolor="none")
-            ax.text(b.low + width / 2, min(b.accuracy, 0.93) + 0.02, str(b.count), ha="center", va="bottom",
-                    fontsize=6, color="#333333")
+            ax.bar(b.low, hi - lo, bottom=lo, width=width, align="edge", color="#c0392b", alpha=0.25, edgecolor="none")
+            ax.text(
+                b.low + width / 2,
+                min(b.accuracy, 0.93) + 0.02,
+                str(b.count),
+                ha="center",
+                va="bottom",
+                fontsize=6,
+                color="#333333",
+            )
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.05)
         ax.set_xlabel("confidence (top probability)")
@@ -267,14 +359,25 @@ def risk_coverage_curve(s: SelectiveResult) -> bytes:
         fig = _new(5.6, 3.8)
         ax = fig.add_subplot()
         ax.plot(s.coverage, s.risk, color="#1f5fa8", lw=1.8, label=f"model confidence (AURC {s.aurc:.4f})")
-        ax.plot(s.coverage, s.oracle_risk, color="#2a9d5c", lw=1.2, ls="--",
-                label=f"perfect ranking (AURC {s.oracle_aurc:.4f})")
+        ax.plot(
+            s.coverage,
+            s.oracle_risk,
+            color="#2a9d5c",
+            lw=1.2,
+            ls="--",
+            label=f"perfect ranking (AURC {s.oracle_aurc:.4f})",
+        )
         ax.axhline(s.random_aurc, color="#999999", lw=1, ls=":", label=f"uninformative ranking ({s.random_aurc:.4f})")
         for p in s.operating_points:
             if p.reachable:
                 ax.plot([p.coverage], [1 - p.accuracy], "o", color="#d9822b", ms=6)
-                ax.annotate(f"{p.target_accuracy:.0%}: {p.coverage:.0%} covered\nconf ≥ {p.threshold:.3g}",
-                            (p.coverage, 1 - p.accuracy), textcoords="offset points", xytext=(6, 8), fontsize=7)
+                ax.annotate(
+                    f"{p.target_accuracy:.0%}: {p.coverage:.0%} covered\nconf ≥ {p.threshold:.3g}",
+                    (p.coverage, 1 - p.accuracy),
+                    textcoords="offset points",
+                    xytext=(6, 8),
+                    fontsize=7,
+                )
         ax.set_xlim(0, 1.01)
         top = max(max(s.risk, default=0.0), s.random_aurc, 0.01)
         ax.set_ylim(0, top * 1.45)  # room for the legend above the curves
@@ -289,16 +392,27 @@ def risk_coverage_curve(s: SelectiveResult) -> bytes:
 def site_recall_heatmap(s: SitesResult) -> bytes:
     """Recall per class (columns) and site (rows); blank where a site has no image of a class."""
     names = s.class_names
-    values = np.array([[next(r.recall for r in row.metrics.per_class if r.name == n) for n in names]
-                       for row in s.rows], dtype=float)
+    values = np.array(
+        [[next(r.recall for r in row.metrics.per_class if r.name == n) for n in names] for row in s.rows], dtype=float
+    )
     annot = np.where(np.isnan(values), "–", np.char.mod("%.0f%%", np.nan_to_num(values) * 100))
     with matplotlib.rc_context(STYLE):
         fig = _new(min(7.0, 2.2 + 0.85 * len(names)), 1.2 + 0.45 * len(s.rows))
         ax = fig.add_subplot()
-        sns.heatmap(values, ax=ax, annot=annot, fmt="", cmap="RdYlGn", vmin=0, vmax=1, linewidths=0.5,
-                    linecolor="white", xticklabels=[_short(n, 12) for n in names],
-                    yticklabels=[f"{row.name} (n={row.n_images})" for row in s.rows],
-                    cbar_kws={"label": "recall"})
+        sns.heatmap(
+            values,
+            ax=ax,
+            annot=annot,
+            fmt="",
+            cmap="RdYlGn",
+            vmin=0,
+            vmax=1,
+            linewidths=0.5,
+            linecolor="white",
+            xticklabels=[_short(n, 12) for n in names],
+            yticklabels=[f"{row.name} (n={row.n_images})" for row in s.rows],
+            cbar_kws={"label": "recall"},
+        )
         ax.set_title("Recall by class and site (internal first)")
         ax.tick_params(axis="y", rotation=0)
         ax.tick_params(axis="x", rotation=30 if len(names) > 5 else 0)
@@ -321,9 +435,22 @@ def site_confusions(s: SitesResult) -> bytes:
             sums = cm.sum(axis=1, keepdims=True)
             with np.errstate(invalid="ignore", divide="ignore"):
                 norm = np.where(sums > 0, cm / sums, np.nan)
-            sns.heatmap(norm, ax=ax, cmap="Purples", vmin=0, vmax=1, cbar=False, square=True, linewidths=0.3,
-                        linecolor="white", annot=k <= 6, fmt=".0%", annot_kws={"fontsize": 6},
-                        xticklabels=[n_[:3] for n_ in s.class_names], yticklabels=[n_[:3] for n_ in s.class_names])
+            sns.heatmap(
+                norm,
+                ax=ax,
+                cmap="Purples",
+                vmin=0,
+                vmax=1,
+                cbar=False,
+                square=True,
+                linewidths=0.3,
+                linecolor="white",
+                annot=k <= 6,
+                fmt=".0%",
+                annot_kws={"fontsize": 6},
+                xticklabels=[n_[:3] for n_ in s.class_names],
+                yticklabels=[n_[:3] for n_ in s.class_names],
+            )
             ax.set_title(f"{row.name}: {row.metrics.accuracy:.0%}", fontsize=8.5)
             ax.tick_params(labelsize=6.5)
             ax.tick_params(axis="y", rotation=0)

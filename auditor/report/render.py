@@ -5,20 +5,23 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 
-from . import figures
 from .document import AuditReport
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from ..sections import Registry
 
 
-SCORE_NAMES = {"fisher": "Fisher score ||p − y||²", "expected": "Expected score 1 − ||p||² (label-free)",
-               "grad_norm": "Last-layer gradient norm"}
+SCORE_NAMES = {
+    "fisher": "Fisher score ||p − y||²",
+    "expected": "Expected score 1 − ||p||² (label-free)",
+    "grad_norm": "Last-layer gradient norm",
+}
 
 
 def templates_dir() -> Path:
@@ -67,9 +70,13 @@ def _datauri(png: bytes) -> str:
 
 
 def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())),
-                             autoescape=jinja2.select_autoescape(["html"], default=True),
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        autoescape=jinja2.select_autoescape(["html"], default=True),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters.update(pct=_pct, num=_num, ci=_ci, datauri=_datauri, sig=_sig, pts=_pts)
     return env
 
@@ -86,8 +93,13 @@ def make_figures(report: AuditReport, sections: Registry | None = None) -> dict[
     return out
 
 
-def make_thumbnails(report: AuditReport, *, load: Callable[[Path, int], Any], encode: Callable[[Any], bytes],
-                    sections: Registry | None = None) -> dict[str, bytes]:
+def make_thumbnails(
+    report: AuditReport,
+    *,
+    load: Callable[[Path, int], Any],
+    encode: Callable[[Any], bytes],
+    sections: Registry | None = None,
+) -> dict[str, bytes]:
     """PNG thumbnails of the images the sections show, keyed as their partials look them up."""
     root = report.artifacts.data_root or _data_root(report)
     out: dict[str, bytes] = {}
@@ -121,8 +133,9 @@ def json_text(report: AuditReport) -> str:
     return json.dumps(report.to_dict(), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
 
 
-def render_html(report: AuditReport, figs: Mapping[str, bytes], thumbs: Mapping[str, bytes],
-                sections: Registry | None = None) -> str:
+def render_html(
+    report: AuditReport, figs: Mapping[str, bytes], thumbs: Mapping[str, bytes], sections: Registry | None = None
+) -> str:
     """The self-contained HTML report (figures and thumbnails embedded, no external requests).
 
     The frame (``report.html``) holds header, summary, model and data, failures and configuration; each
@@ -139,16 +152,30 @@ def render_html(report: AuditReport, figs: Mapping[str, bytes], thumbs: Mapping[
         result = report.results[section.name]
         env_vars = {**common, "result": result, "section": section}
         if section.template:
-            parts.append({"name": section.name, "title": section.title,
-                          "html": _render_partial(env, section.template_path(tdir), env_vars)})
+            parts.append(
+                {
+                    "name": section.name,
+                    "title": section.title,
+                    "html": _render_partial(env, section.template_path(tdir), env_vars),
+                }
+            )
         if section.summary_template:
-            html = _render_partial(env, Path(tdir / section.summary_template)
-                                   if not Path(section.summary_template).is_absolute()
-                                   else Path(section.summary_template), env_vars).strip()
+            html = _render_partial(
+                env,
+                Path(tdir / section.summary_template)
+                if not Path(section.summary_template).is_absolute()
+                else Path(section.summary_template),
+                env_vars,
+            ).strip()
             (summary_inline if section.summary_inline else summary_blocks).append(html)
     return env.get_template("report.html").render(
-        **common, css=css, sections=parts, summary_blocks=summary_blocks, summary_inline=summary_inline,
-        config_json=json.dumps(report.config, indent=2, ensure_ascii=False))
+        **common,
+        css=css,
+        sections=parts,
+        summary_blocks=summary_blocks,
+        summary_inline=summary_inline,
+        config_json=json.dumps(report.config, indent=2, ensure_ascii=False),
+    )
 
 
 def _render_partial(env: jinja2.Environment, path: Path, variables: Mapping[str, Any]) -> str:

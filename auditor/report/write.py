@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..data import thumbnail
 from ..errors import AuditFailed
@@ -41,5 +41,5 @@ def write_outputs(report: AuditReport, folder: Path, formats: Sequence[str]) -> 
         if "pdf" in formats:
             try:
                 write_pdf(html, folder / "report.pdf")
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise AuditFailed(f"report.pdf: WeasyPrint could not lay out the report ({exc})") from exc

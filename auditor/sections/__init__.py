@@ -8,9 +8,9 @@ from other packages are found through the entry-point group ``wbc_audit.sections
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Sequence
 
 from .base import Section
 from .calibration import CalibrationSection
@@ -77,9 +77,12 @@ def _load_plugins(builtin_names: Sequence[str]) -> tuple[list[Section], list[Plu
                 raise ValueError(f"its name {section.name!r} differs from the entry point's {ep.name!r}")
             if section.name in builtin_names or section.name in (s.name for s in sections):
                 raise ValueError(f"the name {section.name!r} is taken by another section")
-        except Exception as exc:  # noqa: BLE001 - a broken plug-in is a recorded failure, not a crash
-            failures.append(PluginFailure(ep.name, f"plug-in {ep.value!r} failed to load: "
-                                                   f"{type(exc).__name__}: {' '.join(str(exc).split())}"))
+        except Exception as exc:
+            failures.append(
+                PluginFailure(
+                    ep.name, f"plug-in {ep.value!r} failed to load: {type(exc).__name__}: {' '.join(str(exc).split())}"
+                )
+            )
             continue
         sections.append(section)
     return sections, failures

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ..analyses.calibration import N_BINS, CalibrationResult, compute_calibration
 from ..errors import input_error
 from ..report import figures
-from .base import RANK_FINDINGS, Contribution, Section, Where, Warning
+from .base import RANK_FINDINGS, Contribution, Section, Warning, Where
 from .context import SectionContext
 
 
@@ -34,15 +34,23 @@ class CalibrationSection(Section):
         return compute_calibration(ctx.clean.y_true, ctx.clean.probs, n_bins=options.bins, seed=ctx.seed)
 
     def figures(self, result: CalibrationResult) -> dict[str, bytes]:
-        return {"reliability_diagram": figures.reliability_diagram(result),
-                "confidence_histogram": figures.confidence_histogram(result)}
+        return {
+            "reliability_diagram": figures.reliability_diagram(result),
+            "confidence_histogram": figures.confidence_histogram(result),
+        }
 
     def summary(self, result: CalibrationResult) -> Contribution:
         warnings = ()
         if result.is_miscalibrated:
-            warnings = (Warning(
-                f"{result.reading[0]} ECE {result.ece:.1%} (noise alone: about {result.ece_noise_floor:.1%}): do not "
-                "read its confidence as the probability of being right without recalibration (see Calibration).",
-                RANK_FINDINGS),)
-        return Contribution(headline={"ece": result.ece, "brier": result.brier,
-                                      "mean_confidence": result.mean_confidence}, warnings=warnings)
+            warnings = (
+                Warning(
+                    f"{result.reading[0]} ECE {result.ece:.1%} (noise alone: about "
+                    f"{result.ece_noise_floor:.1%}): do not read its confidence as the probability of being right "
+                    "without recalibration (see Calibration).",
+                    RANK_FINDINGS,
+                ),
+            )
+        return Contribution(
+            headline={"ece": result.ece, "brier": result.brier, "mean_confidence": result.mean_confidence},
+            warnings=warnings,
+        )

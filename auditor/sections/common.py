@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -35,18 +35,26 @@ def gallery(ctx: SectionContext, positions: Sequence[int]) -> tuple[GalleryItem,
     """Gallery items for clean-pass rows ``positions`` (in that order)."""
     cp, names, samples = ctx.clean, ctx.class_names, ctx.index.samples
     pred = cp.probs.argmax(axis=1)
-    return tuple(GalleryItem(
-        index=int(j), path=samples[cp.sample_idx[j]].rel, true_label=names[cp.y_true[j]],
-        predicted_label=names[pred[j]], confidence=float(cp.probs[j, pred[j]]),
-        true_probability=float(cp.probs[j, cp.y_true[j]])) for j in positions)
+    return tuple(
+        GalleryItem(
+            index=int(j),
+            path=samples[cp.sample_idx[j]].rel,
+            true_label=names[cp.y_true[j]],
+            predicted_label=names[pred[j]],
+            confidence=float(cp.probs[j, pred[j]]),
+            true_probability=float(cp.probs[j, cp.y_true[j]]),
+        )
+        for j in positions
+    )
 
 
 def gallery_images(items: Sequence[GalleryItem]) -> dict[str, ImageRef]:
     return {g.thumb_key: ImageRef(g.path) for g in items}
 
 
-def predictions_table(samples: Sequence, cp: CleanPass, class_names: Sequence[str],
-                      columns: Mapping[str, np.ndarray] | None = None) -> Table:
+def predictions_table(
+    samples: Sequence, cp: CleanPass, class_names: Sequence[str], columns: Mapping[str, np.ndarray] | None = None
+) -> Table:
     """predictions.csv: path, true label, predicted label, confidence, one probability column per class,
     then per-image score columns (e.g. the Fisher scores)."""
     columns = dict(columns or {})
@@ -56,6 +64,9 @@ def predictions_table(samples: Sequence, cp: CleanPass, class_names: Sequence[st
     rows = []
     for j, i in enumerate(cp.sample_idx):
         row = cp.probs[j]
-        rows.append([samples[i].rel, class_names[cp.y_true[j]], class_names[pred[j]], f"{row[pred[j]]:.6f}"]
-                    + [f"{p:.6f}" for p in row] + [f"{columns[c][j]:.6g}" for c in extra])
+        rows.append(
+            [samples[i].rel, class_names[cp.y_true[j]], class_names[pred[j]], f"{row[pred[j]]:.6f}"]
+            + [f"{p:.6f}" for p in row]
+            + [f"{columns[c][j]:.6g}" for c in extra]
+        )
     return Table(header, rows)

@@ -9,9 +9,10 @@
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -58,8 +59,13 @@ class ModelAccess:
     Built by the pipeline around the prepared model; every method forwards to the adapter.
     """
 
-    def __init__(self, prepared: Any, *, load_images: Callable[[Sequence[int]], list[np.ndarray]],
-                 pass_over: Callable[..., CleanPass]):
+    def __init__(
+        self,
+        prepared: Any,
+        *,
+        load_images: Callable[[Sequence[int]], list[np.ndarray]],
+        pass_over: Callable[..., CleanPass],
+    ):
         self._pm = prepared
         self._load_images = load_images
         self._pass_over = pass_over
@@ -92,8 +98,9 @@ class ModelAccess:
         """Decoded uint8 RGB images of the clean pass's rows ``positions``."""
         return self._load_images(positions)
 
-    def pass_over(self, index: DatasetIndex, *, data_to_model: Mapping[str, int], stage: str,
-                  data_path: str) -> CleanPass:
+    def pass_over(
+        self, index: DatasetIndex, *, data_to_model: Mapping[str, int], stage: str, data_path: str
+    ) -> CleanPass:
         """One clean pass over another data set (an external site), streamed in batches."""
         return self._pass_over(index, data_to_model=data_to_model, stage=stage, data_path=data_path)
 
@@ -144,7 +151,7 @@ class SectionContext:
         """Run one sub-analysis; a crash is recorded as a failed analysis ``name`` and gives ``None``."""
         try:
             return fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - recorded and shown in the report
+        except Exception as exc:
             self.failures.append((name, describe_exception(exc)))
             return None
 

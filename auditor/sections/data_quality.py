@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..analyses.dataquality import DataQuality, compute_data_quality
 from .base import RANK_DATA, Contribution, Section, Warning
@@ -20,8 +21,13 @@ class DataQualitySection(Section):
         cp, samples = ctx.clean, ctx.index.samples
         skipped = sorted([(s.rel, s.reason) for s in ctx.index.skipped] + list(cp.failed))
         return compute_data_quality(
-            used_paths=[samples[i].rel for i in cp.sample_idx], used_labels=[samples[i].label for i in cp.sample_idx],
-            used_hashes=cp.hashes, skipped=skipped, labels=ctx.index.labels, empty_classes=ctx.index.empty_labels)
+            used_paths=[samples[i].rel for i in cp.sample_idx],
+            used_labels=[samples[i].label for i in cp.sample_idx],
+            used_hashes=cp.hashes,
+            skipped=skipped,
+            labels=ctx.index.labels,
+            empty_classes=ctx.index.empty_labels,
+        )
 
     def summary(self, result: DataQuality) -> Contribution:
         return Contribution(warnings=tuple(Warning(w, RANK_DATA) for w in result.warnings))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ..analyses.fisher import DEFAULT_TAIL_THRESHOLD, FisherResult, compute_fisher, fisher_scores
 from ..errors import input_error
@@ -22,8 +23,9 @@ class FisherOptions:
 
     def validate(self, where: Where) -> None:
         if not 0 <= self.threshold <= 2:
-            raise input_error(where("threshold"), f"{self.threshold} is outside [0, 2]",
-                              expected="a Fisher score between 0 and 2")
+            raise input_error(
+                where("threshold"), f"{self.threshold} is outside [0, 2]", expected="a Fisher score between 0 and 2"
+            )
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,15 @@ class FisherSection(Section):
         cp = ctx.clean
         features = cp.features_or_none
         single = ctx.model.info.output_type in SINGLE_OUTPUT_TYPES
-        result = compute_fisher(cp.y_true, cp.probs, class_names=ctx.class_names, features=features,
-                                threshold=options.threshold, n_top=ctx.config.gallery_size, single_output=single)
+        result = compute_fisher(
+            cp.y_true,
+            cp.probs,
+            class_names=ctx.class_names,
+            features=features,
+            threshold=options.threshold,
+            n_top=ctx.config.gallery_size,
+            single_output=single,
+        )
         scores = fisher_scores(cp.y_true, cp.probs, features, single_output=single)
         columns = {"fisher_score": scores.fisher, "expected_fisher_score": scores.expected}
         if scores.grad_norm is not None:
@@ -57,19 +66,24 @@ class FisherSection(Section):
         return FisherOutcome(result, gallery(ctx, result.top_indices))
 
     def figures(self, result: FisherOutcome) -> dict[str, bytes]:
-        return {"fisher_histogram": figures.fisher_histogram(result.fisher),
-                "fisher_by_class": figures.fisher_boxplots(result.fisher)}
+        return {
+            "fisher_histogram": figures.fisher_histogram(result.fisher),
+            "fisher_by_class": figures.fisher_boxplots(result.fisher),
+        }
 
     def images(self, result: FisherOutcome) -> dict[str, ImageRef]:
         return gallery_images(result.gallery)
 
     def to_json(self, result: FisherOutcome | None) -> dict[str, Any]:
-        return {"results.fisher": result.fisher.to_dict() if result else None,
-                "results.highest_fisher_images": [g.to_dict() for g in result.gallery] if result else []}
+        return {
+            "results.fisher": result.fisher.to_dict() if result else None,
+            "results.highest_fisher_images": [g.to_dict() for g in result.gallery] if result else [],
+        }
 
     def from_json(self, doc: Mapping[str, Any]) -> FisherOutcome | None:
         res = doc.get("results", {})
         if not res.get("fisher"):
             return None
-        return FisherOutcome(FisherResult.from_dict(res["fisher"]),
-                             tuple(GalleryItem(**g) for g in res.get("highest_fisher_images", [])))
+        return FisherOutcome(
+            FisherResult.from_dict(res["fisher"]), tuple(GalleryItem(**g) for g in res.get("highest_fisher_images", []))
+        )

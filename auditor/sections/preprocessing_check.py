@@ -11,7 +11,7 @@ from ..errors import input_error
 from ..prepcheck import run_settings
 from ..preprocess import SCALINGS, scale_pixels
 from ..report import figures
-from .base import RANK_VALIDITY, Contribution, Section, Where, Warning
+from .base import RANK_VALIDITY, Contribution, Section, Warning, Where
 from .context import SectionContext
 
 
@@ -46,17 +46,28 @@ class PreprocessingCheckSection(Section):
         resizes = RESIZE_CHOICES + ((chosen[0],) if chosen[0] not in RESIZE_CHOICES else ())
         with ctx.progress.stage("preprocessing check", len(sub)) as bar:
             run = run_settings(
-                [(r, s) for r in resizes for s in SCALINGS], chosen, y_true=cp.y_true[sub],
+                [(r, s) for r in resizes for s in SCALINGS],
+                chosen,
+                y_true=cp.y_true[sub],
                 chosen_pred=cp.probs[sub].argmax(axis=1),
                 load=lambda pos: model.load_images(sub[pos]),
                 resize=lambda images, r: model.prepare(images, resize=r, scaling="raw"),  # [0, 255] floats
                 finish=lambda resized, setting: scale_pixels(resized, setting[1]),
-                forward=lambda x: model.forward(x)[0], cache_key=lambda setting: setting[0],
-                batch_size=ctx.config.batch_size, sequential=options.sequential, seed=ctx.seed,
-                on_images=bar.update)
-        return compute_preprocessing_check(run.y_true, run.predictions, chosen=chosen, status=run.status,
-                                           forward_passes=run.forward_passes,
-                                           forward_passes_exhaustive=run.forward_passes_exhaustive)
+                forward=lambda x: model.forward(x)[0],
+                cache_key=lambda setting: setting[0],
+                batch_size=ctx.config.batch_size,
+                sequential=options.sequential,
+                seed=ctx.seed,
+                on_images=bar.update,
+            )
+        return compute_preprocessing_check(
+            run.y_true,
+            run.predictions,
+            chosen=chosen,
+            status=run.status,
+            forward_passes=run.forward_passes,
+            forward_passes_exhaustive=run.forward_passes_exhaustive,
+        )
 
     def figures(self, result: PreprocessingCheck) -> dict[str, bytes]:
         return {"preprocessing_grid": figures.preprocessing_grid(result)}

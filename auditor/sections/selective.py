@@ -17,8 +17,11 @@ class SelectiveOptions:
 
     def validate(self, where: Where) -> None:
         if not self.target_accuracies or any(not 0 < t <= 1 for t in self.target_accuracies):
-            raise input_error(where("target_accuracies"), f"{list(self.target_accuracies)} is not a list of accuracies",
-                              expected="values in (0, 1], e.g. 0.95,0.99")
+            raise input_error(
+                where("target_accuracies"),
+                f"{list(self.target_accuracies)} is not a list of accuracies",
+                expected="values in (0, 1], e.g. 0.95,0.99",
+            )
 
 
 class SelectiveSection(Section):
@@ -38,8 +41,17 @@ class SelectiveSection(Section):
         return {"risk_coverage": figures.risk_coverage_curve(result)}
 
     def summary(self, result: SelectiveResult) -> Contribution:
-        return Contribution(headline={
-            "operating_points": [{"target_accuracy": p.target_accuracy, "coverage": p.coverage,
-                                  "threshold": p.threshold, "reachable": p.reachable}
-                                 for p in result.operating_points],
-            "aurc": result.aurc})
+        return Contribution(
+            headline={
+                "operating_points": [
+                    {
+                        "target_accuracy": p.target_accuracy,
+                        "coverage": p.coverage,
+                        "threshold": p.threshold,
+                        "reachable": p.reachable,
+                    }
+                    for p in result.operating_points
+                ],
+                "aurc": result.aurc,
+            }
+        )

@@ -43,11 +43,15 @@ class ClassBalance:
         return int(np.argmax(np.abs(np.subtract(self.predicted_share, self.true_share))))
 
     def to_dict(self) -> dict:
-        return {"class_names": list(self.class_names), "true_share": list(self.true_share),
-                "predicted_share": list(self.predicted_share), "max_gap": self.max_gap}
+        return {
+            "class_names": list(self.class_names),
+            "true_share": list(self.true_share),
+            "predicted_share": list(self.predicted_share),
+            "max_gap": self.max_gap,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ClassBalance":
+    def from_dict(cls, d: dict) -> ClassBalance:
         return cls(tuple(d["class_names"]), tuple(d["true_share"]), tuple(d["predicted_share"]), d["max_gap"])
 
 
@@ -74,7 +78,12 @@ class ClassBalanceSection(Section):
         gap = result.predicted_share[w] - result.true_share[w]
         warnings = ()
         if abs(gap) > result.max_gap:
-            warnings = (Warning(f"Class balance: the model predicts {result.class_names[w]} for "
-                                f"{result.predicted_share[w]:.1%} of images, but {result.true_share[w]:.1%} are "
-                                f"{result.class_names[w]}.", RANK_FINDINGS),)
+            warnings = (
+                Warning(
+                    f"Class balance: the model predicts {result.class_names[w]} for "
+                    f"{result.predicted_share[w]:.1%} of images, but {result.true_share[w]:.1%} are "
+                    f"{result.class_names[w]}.",
+                    RANK_FINDINGS,
+                ),
+            )
         return Contribution(headline={"class_balance_max_gap": abs(gap)}, warnings=warnings)
