@@ -264,20 +264,23 @@ def _section_options(
         elif isinstance(given, opts_type):
             opts = given
         elif isinstance(given, Mapping):
-            opts = options_from_mapping(
-                opts_type, given, lambda key, n=section.name: where(n, key), table_where(section.name)
-            )
+            opts = options_from_mapping(opts_type, given, _bind(where, section.name), table_where(section.name))
         else:
             raise input_error(
                 table_where(section.name), f"is a {type(given).__name__}", expected="a table of the section's options"
             )
         if hasattr(opts, "validate"):
-            opts.validate(lambda key, n=section.name: where(n, key))
+            opts.validate(_bind(where, section.name))
         out[section.name] = opts
     for failed in reg.failed_plugins:  # a plug-in that did not load keeps its table as given
         if failed.name in raw:
             out[failed.name] = dict(raw[failed.name])
     return out
+
+
+def _bind(where: Callable[[str, str], str], section: str) -> Callable[[str], str]:
+    """``where`` with the section filled in: names one option of that section."""
+    return lambda key: where(section, key)
 
 
 def options_from_mapping(opts_type: type, values: Mapping[str, Any], where: Callable[[str], str], table: str) -> Any:
@@ -380,6 +383,14 @@ GENERAL_TYPES: dict[str, Any] = {
 }
 
 
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
 def build_config(
     options: Mapping[str, Any],
     *,
@@ -412,9 +423,7 @@ def build_config(
     kwargs.setdefault("model_paths", ())
     kwargs.setdefault("data_path", None)
     defaults = {
-        f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
-        for f in dataclasses.fields(AuditConfig)
-        if f.name not in ("model_paths", "data_path")
+        f.name: _default(f) for f in dataclasses.fields(AuditConfig) if f.name not in ("model_paths", "data_path")
     }
     _validate_general({**defaults, **kwargs}, where)
     kwargs["sections"] = _section_options(

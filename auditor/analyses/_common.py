@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import input_error
 
@@ -43,7 +43,7 @@ def nan_if_none(value: Any) -> float:
 
 
 def check_labels_probs(
-    y_true: Sequence[int], probs: np.ndarray, n_classes: int | None = None, *, name: str = "probs"
+    y_true: ArrayLike, probs: np.ndarray, n_classes: int | None = None, *, name: str = "probs"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Validate ``y_true`` (n,) integer labels and ``probs`` (n, k) rows summing to 1."""
     probs = np.asarray(probs, dtype=np.float64)

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._common import check_labels_probs, jsonable, nan_if_none
 
@@ -171,7 +172,7 @@ def adaptive_ece(confidence: np.ndarray, correct: np.ndarray, n_bins: int = N_BI
         return float("nan")
     order = np.argsort(confidence, kind="stable")
     cs = confidence[order]
-    bounds = []
+    bounds: list[int] = []
     for j in range(1, min(n_bins, n)):
         pos = int(round(j * n / min(n_bins, n)))
         while 0 < pos < n and cs[pos] == cs[pos - 1]:
@@ -257,7 +258,7 @@ def fit_temperature(logits: np.ndarray, y_true: np.ndarray, *, max_iter: int = 5
 
 
 def compute_calibration(
-    y_true: Sequence[int], probs: np.ndarray, *, n_bins: int = N_BINS, folds: int = 5, seed: int = 0
+    y_true: ArrayLike, probs: np.ndarray, *, n_bins: int = N_BINS, folds: int = 5, seed: int = 0
 ) -> CalibrationResult:
     """Calibration measures of ``probs`` (n, k) against ``y_true`` (n,), plus a temperature what-if.
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._common import check_labels_probs, fields_of, jsonable, nan_if_none
 from .metrics import rank_auc
@@ -132,7 +133,7 @@ class FisherResult:
 
 
 def fisher_scores(
-    y_true: Sequence[int], probs: np.ndarray, features: np.ndarray | None = None, *, single_output: bool = False
+    y_true: ArrayLike, probs: np.ndarray, features: np.ndarray | None = None, *, single_output: bool = False
 ) -> FisherScores:
     """Per-image F = ||p - y||^2, expected 1 - ||p||^2 and last-layer gradient norm (see module doc).
 
@@ -157,7 +158,7 @@ def fisher_scores(
 
 
 def compute_fisher(
-    y_true: Sequence[int],
+    y_true: ArrayLike,
     probs: np.ndarray,
     *,
     class_names: Sequence[str],
@@ -187,7 +188,7 @@ def compute_fisher(
     tail = s.fisher > threshold
     tail_count = int(tail.sum())
     rows = []
-    box = []
+    box: list[tuple[str, float, float, float, float, float]] = []
     for c in range(k):
         mask = y_true == c
         m = int(mask.sum())
@@ -205,7 +206,8 @@ def compute_fisher(
             )
         )
         if m:
-            box.append((class_names[c], *(float(v) for v in np.quantile(fc, [0.05, 0.25, 0.5, 0.75, 0.95]))))
+            p5, q1, med, q3, p95 = (float(v) for v in np.quantile(fc, [0.05, 0.25, 0.5, 0.75, 0.95]))
+            box.append((class_names[c], p5, q1, med, q3, p95))
     positive = s.fisher[s.fisher > 0]
     low = max(float(positive.min()) if len(positive) else 1e-6, 1e-8)
     edges = np.geomspace(low, 2.0, n_bins + 1)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._common import check_labels_probs, jsonable, nan_if_none
 
@@ -152,7 +153,7 @@ def _pair(v) -> tuple[float, float]:
 
 
 def compute_classification_metrics(
-    y_true: Sequence[int],
+    y_true: ArrayLike,
     probs: np.ndarray,
     *,
     class_names: Sequence[str],

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import input_error
 from ._common import fields_of, jsonable
@@ -62,7 +63,7 @@ def _fmt_row(row: np.ndarray, names: Sequence[str]) -> str:
 
 def compute_model_sanity(
     probs: np.ndarray,
-    y_true: Sequence[int],
+    y_true: ArrayLike,
     *,
     n_classes_in_data: int,
     output_type: str,

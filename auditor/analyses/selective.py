@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._common import check_labels_probs, jsonable, nan_if_none
 
@@ -131,7 +132,7 @@ def operating_point(confidence: np.ndarray, correct: np.ndarray, target: float) 
 
 
 def compute_selective(
-    y_true: Sequence[int], probs: np.ndarray, *, targets: Sequence[float] = DEFAULT_TARGETS
+    y_true: ArrayLike, probs: np.ndarray, *, targets: Sequence[float] = DEFAULT_TARGETS
 ) -> SelectiveResult:
     """Risk-coverage analysis of the model's confidence (top probability) as a referral rule."""
     y_true, probs = check_labels_probs(y_true, probs)

@@ -13,6 +13,8 @@ import matplotlib
 import matplotlib.patches
 
 matplotlib.use("Agg", force=False)
+from typing import Any
+
 import numpy as np
 import seaborn as sns
 from matplotlib.figure import Figure
@@ -26,7 +28,7 @@ from ..analyses.sites import SitesResult
 
 DPI = 160
 PALETTE = ["#1f5fa8", "#d9822b", "#2a9d5c", "#c0392b", "#7d4fb5", "#8c6d31", "#d35fb7", "#5f6b7a", "#17becf", "#9c9c2a"]
-STYLE = {
+STYLE: Any = {
     "font.size": 8.5,
     "axes.titlesize": 9.5,
     "axes.labelsize": 8.5,

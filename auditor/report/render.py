@@ -145,7 +145,9 @@ def render_html(
     tdir = templates_dir()
     css = (tdir / "report.css").read_text(encoding="utf-8")
     common = {"report": report, "r": report, "figures": figs, "thumbs": thumbs, "score_names": SCORE_NAMES}
-    parts, summary_blocks, summary_inline = [], [], []
+    parts: list[dict[str, str]] = []
+    summary_blocks: list[str] = []
+    summary_inline: list[str] = []
     for section in _registry(sections).sections:
         if section.name not in report.results:
             continue

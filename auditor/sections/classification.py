@@ -71,10 +71,7 @@ class ClassificationSection(Section):
                 "top2_accuracy": m.top2_accuracy,
                 "n_images": m.n_samples,
                 "n_classes_evaluated": len(m.evaluated_classes),
-                "weakest_class": min(
-                    ({"name": r.name, "recall": r.recall, "support": r.support} for r in m.per_class if r.support > 0),
-                    key=lambda c: c["recall"],
-                ),
+                "weakest_class": _weakest(m),
             }
         )
 
@@ -92,3 +89,9 @@ class ClassificationSection(Section):
             ClassificationMetrics.from_dict(res["classification"]),
             tuple(GalleryItem(**g) for g in res.get("most_confident_mistakes", [])),
         )
+
+
+def _weakest(m: ClassificationMetrics) -> dict[str, Any]:
+    """The class with images whose recall is lowest (the first such in class order)."""
+    row = min((r for r in m.per_class if r.support > 0), key=lambda r: r.recall)
+    return {"name": row.name, "recall": row.recall, "support": row.support}
