@@ -221,13 +221,28 @@ def test_csv_data_with_relative_paths(tmp_path, colour_model_path):
 
 
 def test_model_producing_nan_fails_the_audit_naming_the_model(tmp_path, colour_data):
+    """Finite weights (so the load-time check passes) whose logits all overflow to inf: softmax gives NaN."""
+    model = colour_model()
+    w, b = model.get_layer("head").get_weights()
+    model.get_layer("head").set_weights([np.full_like(w, 3e38), np.full_like(b, 3e38)])
+    path = tmp_path / "broken.keras"
+    model.save(path)
+    assert_one_error(
+        invoke(path, colour_data, "--class-names", "blue,green,red", "--out", tmp_path, *FAST), 1, "broken.keras", "NaN"
+    )
+
+
+def test_model_with_nan_weights_is_refused_at_load(tmp_path, colour_data):
     model = colour_model()
     w, b = model.get_layer("head").get_weights()
     model.get_layer("head").set_weights([w * np.nan, b])
     path = tmp_path / "broken.keras"
     model.save(path)
     assert_one_error(
-        invoke(path, colour_data, "--class-names", "blue,green,red", "--out", tmp_path, *FAST), 1, "broken.keras", "NaN"
+        invoke(path, colour_data, "--class-names", "blue,green,red", "--out", tmp_path, *FAST),
+        2,
+        "broken.keras",
+        "weights are not finite in layer(s) head (kernel: 9 NaN)",
     )
 
 
