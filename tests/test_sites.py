@@ -148,3 +148,28 @@ def test_compute_sites_reading_flags_confident_mistakes():
     assert far.accuracy_gap == pytest.approx(1.0) and far.confidence_drop == pytest.approx(0.0)
     assert far.shift_score > 0.95
     assert any("stays confident while wrong" in line for line in r.reading)
+    assert "accuracy falls 100.0 points but mean confidence stays the same." in r.reading[2]
+
+
+@pytest.mark.parametrize(
+    ("site_conf", "words"),
+    [
+        (0.85, "accuracy falls 100.0 points but mean confidence falls only 5.0 points."),
+        (0.95, "accuracy falls 100.0 points but mean confidence rises 5.0 points."),
+        (0.4, "confidence falls with accuracy: accuracy falls 100.0 points and mean confidence falls 50.0 points,"),
+    ],
+)
+def test_compute_sites_reading_says_what_every_number_is(site_conf, words):
+    # every prediction internal is right at confidence 0.9; at the site every one is wrong at site_conf
+    n, k = 60, 3
+    y = np.arange(n) % k
+    good = np.full((n, k), 0.05)
+    good[np.arange(n), y] = 0.9
+    bad = np.full((n, k), (1 - site_conf) / (k - 1))
+    bad[np.arange(n), (y + 1) % k] = site_conf
+    feats = np.random.default_rng(0).normal(size=(n, 2))
+    r = compute_sites(
+        SiteData("internal", y, good, feats), [SiteData("b", y, bad, feats)], class_names=list("abc"), n_bootstrap=0
+    )
+    assert r.rows[1].confidence_drop == pytest.approx(0.9 - site_conf)
+    assert words in r.reading[2], r.reading

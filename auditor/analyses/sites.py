@@ -209,21 +209,23 @@ def _reading(rows: list[SiteRow], furthest: str | None) -> tuple[str, ...]:
     )
     for r in rows[1:]:
         if r.accuracy_gap > 0.05:
+            acc = f"accuracy falls {r.accuracy_gap * 100:.1f} points"
             if r.confidence_drop < 0.5 * r.accuracy_gap:
-                conf = (
-                    f"mean confidence only {r.confidence_drop * 100:.1f}"
-                    if r.confidence_drop >= 0
-                    else f"mean confidence rises by {-r.confidence_drop * 100:.1f}"
-                )
+                drop = round(r.confidence_drop * 100, 1)
+                if drop > 0:
+                    conf = f"mean confidence falls only {drop:.1f} points"
+                elif drop < 0:
+                    conf = f"mean confidence rises {-drop:.1f} points"
+                else:
+                    conf = "mean confidence stays the same"
                 lines.append(
-                    f"At {r.name} the model stays confident while wrong: accuracy falls "
-                    f"{r.accuracy_gap * 100:.1f} points but {conf}. This is the dangerous case: its "
-                    f"confidence cannot be used to refer doubtful cells there."
+                    f"At {r.name} the model stays confident while wrong: {acc} but {conf}. This is the "
+                    f"dangerous case: its confidence cannot be used to refer doubtful cells there."
                 )
             else:
                 lines.append(
-                    f"At {r.name} confidence falls with accuracy ({r.confidence_drop * 100:.1f} vs "
-                    f"{r.accuracy_gap * 100:.1f} points): the model signals its own uncertainty."
+                    f"At {r.name} confidence falls with accuracy: {acc} and mean confidence falls "
+                    f"{r.confidence_drop * 100:.1f} points, so the model signals its own uncertainty."
                 )
         if r.leaked_images:
             lines.append(

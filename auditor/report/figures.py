@@ -411,13 +411,15 @@ def site_recall_heatmap(s: SitesResult) -> bytes:
             vmax=1,
             linewidths=0.5,
             linecolor="white",
-            xticklabels=[_short(n, 12) for n in names],
+            xticklabels=list(names) if len(names) > 5 else [_short(n, 12) for n in names],
             yticklabels=[f"{row.name} (n={row.n_images})" for row in s.rows],
             cbar_kws={"label": "recall"},
         )
         ax.set_title("Recall by class and site (internal first)")
         ax.tick_params(axis="y", rotation=0)
-        ax.tick_params(axis="x", rotation=30 if len(names) > 5 else 0)
+        if len(names) > 5:  # rotated one-line labels end under their column: long names do not run into the next
+            for label in ax.get_xticklabels():
+                label.set(rotation=30, ha="right", rotation_mode="anchor")
         return _png(fig)
 
 

@@ -138,8 +138,9 @@ def render_html(
 ) -> str:
     """The self-contained HTML report (figures and thumbnails embedded, no external requests).
 
-    The frame (``report.html``) holds header, summary, model and data, failures and configuration; each
-    section that ran adds its partial in registry order (and, optionally, a part of the summary).
+    The frame (``report.html``) holds header, contents, summary, model and data, failures and configuration;
+    each section that ran adds its partial in registry order (and, optionally, a part of the summary) and an
+    entry of the contents list (its ``title``, linking to its ``anchor``).
     """
     env = _environment()
     tdir = templates_dir()
@@ -154,13 +155,9 @@ def render_html(
         result = report.results[section.name]
         env_vars = {**common, "result": result, "section": section}
         if section.template:
-            parts.append(
-                {
-                    "name": section.name,
-                    "title": section.title,
-                    "html": _render_partial(env, section.template_path(tdir), env_vars),
-                }
-            )
+            html = _render_partial(env, section.template_path(tdir), env_vars)
+            if html.strip():  # a partial may render nothing (e.g. external sites without a site)
+                parts.append({"name": section.name, "title": section.title, "anchor": section.anchor, "html": html})
         if section.summary_template:
             html = _render_partial(
                 env,

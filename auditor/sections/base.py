@@ -87,8 +87,11 @@ class Section:
 
     #: identifier: the key in ``audit.json``'s ``results``, the config table ``[sections.<name>]``, the anchor
     name: ClassVar[str] = ""
-    #: heading in the report
+    #: heading in the report (the partial's ``<h2>``, the contents entry and the PDF bookmark)
     title: ClassVar[str] = ""
+    #: the ``id`` of the partial's ``<section>`` element, the target of the report's contents list; a subclass
+    #: that sets ``name`` but not ``anchor`` gets the name with ``_`` replaced by ``-``
+    anchor: ClassVar[str] = ""
     #: one line for ``--help``/README listings
     description: ClassVar[str] = ""
     #: the frozen dataclass of the section's options (defaults are the tool's defaults)
@@ -102,6 +105,11 @@ class Section:
     summary_inline: ClassVar[bool] = False
     #: the frozen result dataclass (with ``to_dict``/``from_dict``) that ``run`` returns
     result_type: ClassVar[type | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__ and "anchor" not in cls.__dict__:
+            cls.anchor = cls.name.replace("_", "-")
 
     # ------------------------------------------------------------------ life cycle
     def setup(self, options: Any, ctx: SetupContext) -> Any:

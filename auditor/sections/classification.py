@@ -28,6 +28,7 @@ class AccuracyResult:
 class ClassificationSection(Section):
     name = "classification"
     title = "Accuracy and confusion"
+    anchor = "accuracy"
     description = "accuracy, F1, balanced accuracy, AUC with bootstrap and Wilson intervals; confusion; mistakes"
     template = "sections/classification.html"
     summary_template = "sections/classification_summary.html"

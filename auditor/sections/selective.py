@@ -27,6 +27,7 @@ class SelectiveOptions:
 class SelectiveSection(Section):
     name = "selective_prediction"
     title = "Selective prediction: when to refer a cell"
+    anchor = "selective"
     description = "risk-coverage curve, AURC against oracle and random, confidence thresholds for target accuracies"
     Options = SelectiveOptions
     template = "sections/selective_prediction.html"
