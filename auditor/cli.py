@@ -26,6 +26,7 @@ from .config import (
     to_toml,
 )
 from .errors import EXIT_AUDIT_FAILED, EXIT_BAD_INPUT, EXIT_OK, AuditError, input_error
+from .perturb import NAMES
 
 EPILOG = """\b
 Examples:
@@ -164,6 +165,54 @@ def _fail(message: str, code: int) -> None:
     help="Accuracies for the selective-prediction operating points (confidence thresholds).",
 )
 @click.option(
+    "--perturbations",
+    "perturbations",
+    default="all",
+    show_default=True,
+    metavar="LIST",
+    help="Perturbations of the robustness grid, comma-separated (see the README): gaussian_noise, defocus_blur, "
+    "motion_blur, brightness_up, brightness_down, contrast_down, jpeg, pixelate, saturation, stain_shift, "
+    "rotation, stain_deposit, bubble.",
+)
+@click.option(
+    "--perturb-severities",
+    "perturb_severities",
+    default="1,2,3,4,5",
+    show_default=True,
+    metavar="LIST",
+    help="Severities of the robustness grid, among 1 to 5.",
+)
+@click.option(
+    "--perturb-samples",
+    "perturb_samples",
+    default=1000,
+    show_default=True,
+    type=int,
+    help="Images in the robustness grid's stratified subsample (all when the data hold fewer).",
+)
+@click.option(
+    "--perturb-precision",
+    "perturb_precision",
+    default=0.02,
+    show_default=True,
+    type=float,
+    help="A grid cell stops once its 95%% interval on the accuracy drop has at most this half-width.",
+)
+@click.option(
+    "--breaking-drop",
+    "breaking_drop",
+    default=0.05,
+    show_default=True,
+    type=float,
+    help="Accuracy drop that defines a perturbation's breaking point.",
+)
+@click.option(
+    "--perturb-full-grid",
+    "perturb_full_grid",
+    is_flag=True,
+    help="Evaluate every grid cell on the whole subsample (no early stopping).",
+)
+@click.option(
     "--disable",
     "disable",
     default=None,
@@ -255,6 +304,12 @@ SECTION_FLAGS = {
     "target_accuracy": ("selective_prediction", "target_accuracies"),
     "external": ("external_sites", "sites"),
     "sites_full": ("external_sites", "full"),
+    "perturbations": ("perturbation_grid", "perturbations"),
+    "perturb_severities": ("perturbation_grid", "severities"),
+    "perturb_samples": ("perturbation_grid", "samples"),
+    "perturb_precision": ("perturbation_grid", "precision"),
+    "breaking_drop": ("perturbation_grid", "breaking_drop"),
+    "perturb_full_grid": ("perturbation_grid", "adaptive"),
 }
 
 
@@ -304,6 +359,12 @@ def _build(ctx: click.Context, paths: tuple[str, ...], config_file: str | None, 
         value = flags[key]
         if key == "target_accuracy":
             value = list(_accuracies(value))
+        elif key == "perturbations":
+            value = list(NAMES) if value.strip().lower() == "all" else list(parse_csv_option(value) or ())
+        elif key == "perturb_severities":
+            value = list(_severities(value))
+        elif key == "perturb_full_grid":
+            value = not value
         elif key == "external":
             value = dict(_sites(value))
             if len(value) < len(flags[key]):
@@ -330,6 +391,15 @@ def _accuracies(text: str) -> tuple[float, ...]:
             "--target-accuracy", f"{text!r} is not a comma-separated list of numbers", expected="e.g. 0.95,0.99"
         ) from None
     return tuple(v / 100 if v > 1 else v for v in values)  # 95 means 95%
+
+
+def _severities(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in parse_csv_option(text) or ())
+    except ValueError:
+        raise input_error(
+            "--perturb-severities", f"{text!r} is not a comma-separated list of integers", expected="e.g. 1,3,5"
+        ) from None
 
 
 def _sites(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:

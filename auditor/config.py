@@ -205,6 +205,12 @@ SECTION_FLAGS = {
     ("selective_prediction", "target_accuracies"): "--target-accuracy",
     ("external_sites", "sites"): "--external",
     ("external_sites", "full"): "--sites-full",
+    ("perturbation_grid", "perturbations"): "--perturbations",
+    ("perturbation_grid", "severities"): "--perturb-severities",
+    ("perturbation_grid", "samples"): "--perturb-samples",
+    ("perturbation_grid", "precision"): "--perturb-precision",
+    ("perturbation_grid", "breaking_drop"): "--breaking-drop",
+    ("perturbation_grid", "adaptive"): "--perturb-full-grid",
 }
 
 

@@ -65,6 +65,7 @@ def test_registry_order_and_unique_names():
         "fisher",
         "calibration",
         "selective_prediction",
+        "perturbation_grid",
         "external_sites",
         "data_quality",
     )

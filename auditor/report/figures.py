@@ -461,3 +461,129 @@ def site_confusions(s: SitesResult) -> bytes:
             ax.set_xlabel("predicted", fontsize=7)
             ax.set_ylabel("true", fontsize=7)
         return _png(fig)
+
+
+# ----------------------------------------------------------------------------------- perturbation grid
+
+
+def _perturbation_label(name: str) -> str:
+    from ..perturb import PERTURBATIONS
+
+    return PERTURBATIONS[name].label if name in PERTURBATIONS else name
+
+
+def perturbation_heatmap(r: Any) -> bytes:
+    """Accuracy per perturbation (rows) and severity (columns, clean first), with each cell's image count."""
+    cols = ["clean"] + [str(s) for s in r.severities]
+    values = np.array([[r.clean_accuracy] + [r.cell(p, s).accuracy for s in r.severities] for p in r.perturbations])
+    annot = np.array(
+        [
+            [f"{r.clean_accuracy:.0%}\nn={r.n_subsample}"]
+            + [f"{r.cell(p, s).accuracy:.0%}\nn={r.cell(p, s).n_images}" for s in r.severities]
+            for p in r.perturbations
+        ]
+    )
+    with matplotlib.rc_context(STYLE):
+        fig = _new(1.9 + 0.8 * len(cols), 0.9 + 0.42 * len(r.perturbations))
+        ax = fig.add_subplot()
+        sns.heatmap(
+            values,
+            ax=ax,
+            annot=annot,
+            fmt="",
+            cmap="RdYlGn",
+            vmin=0,
+            vmax=1,
+            linewidths=0.5,
+            linecolor="white",
+            xticklabels=cols,
+            yticklabels=[_perturbation_label(p) for p in r.perturbations],
+            cbar_kws={"label": "accuracy", "shrink": 0.7},
+            annot_kws={"fontsize": 6.2},
+        )
+        ax.set_xlabel("severity")
+        ax.set_title("Accuracy by perturbation and severity (n = images the cell used)")
+        ax.tick_params(axis="y", rotation=0)
+        return _png(fig)
+
+
+def perturbation_curves(r: Any) -> bytes:
+    """Accuracy against severity per perturbation, with 95 % intervals (small multiples)."""
+    n = len(r.perturbations)
+    cols = min(n, 5)
+    rows = (n + cols - 1) // cols
+    xs = [0] + list(r.severities)
+    with matplotlib.rc_context(STYLE):
+        fig = _new(1.45 * cols + 0.4, 1.35 * rows + 0.3)
+        axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
+        for ax in axes.ravel()[n:]:
+            ax.set_axis_off()
+        for ax, p in zip(axes.ravel(), r.perturbations):
+            cells = [r.cell(p, s) for s in r.severities]
+            acc = [r.clean_accuracy] + [c.accuracy for c in cells]
+            lo = [r.clean_accuracy] + [c.accuracy_ci[0] for c in cells]
+            hi = [r.clean_accuracy] + [c.accuracy_ci[1] for c in cells]
+            ax.fill_between(xs, lo, hi, color=PALETTE[0], alpha=0.2, linewidth=0)
+            ax.plot(xs, acc, "o-", color=PALETTE[0], markersize=2.5, linewidth=1.2)
+            ax.axhline(r.clean_accuracy - r.threshold, color=PALETTE[3], linestyle=":", linewidth=0.8)
+            ax.set_title(_perturbation_label(p), fontsize=7.5)
+            ax.set_ylim(0, 1.02)
+            ax.set_xticks(xs)
+            ax.tick_params(labelsize=6.5)
+            ax.grid(alpha=0.3, linewidth=0.5)
+        fig.supxlabel("severity (0 = clean)", fontsize=7.5)
+        fig.supylabel("accuracy", fontsize=7.5)
+        return _png(fig)
+
+
+def perturbation_class_breakdown(r: Any) -> bytes:
+    """Per-class accuracy against severity under the worst perturbation (largest corruption error)."""
+    p = r.worst_perturbation
+    xs = [0] + list(r.severities)
+    cells = [r.cell(p, s) for s in r.severities]
+    with matplotlib.rc_context(STYLE):
+        fig = _new(4.6, 2.6)
+        ax = fig.add_subplot()
+        for k, name in enumerate(r.class_names):
+            clean = _clean_class_accuracy(r, k)
+            ys = [clean] + [c.per_class_accuracy[k] for c in cells]
+            ys = [np.nan if v is None else v for v in ys]
+            ax.plot(xs, ys, "o-", color=PALETTE[k % len(PALETTE)], markersize=3, linewidth=1.2, label=name)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xticks(xs)
+        ax.set_xlabel("severity (0 = clean)")
+        ax.set_ylabel("accuracy within class")
+        ax.set_title(f"Per-class accuracy under {_perturbation_label(p).lower()} (the worst perturbation)")
+        ax.grid(alpha=0.3, linewidth=0.5)
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+        return _png(fig)
+
+
+def _clean_class_accuracy(r: Any, k: int) -> float:
+    v = r.clean_per_class[k]
+    return float("nan") if v is None else float(v)
+
+
+def perturbation_strip(tiles: np.ndarray, labels, severities) -> bytes:
+    """One image at every perturbation (columns) and severity (rows, clean first): uint8 tiles
+    ``(1 + len(severities), n_perturbations, h, w, 3)``."""
+    n_rows, n_cols = tiles.shape[:2]
+    tile_in = 0.56
+    with matplotlib.rc_context(STYLE):
+        fig = _new(0.5 + tile_in * n_cols, 0.35 + tile_in * n_rows)
+        axes = fig.subplots(n_rows, n_cols, squeeze=False, gridspec_kw={"wspace": 0.02, "hspace": 0.02})
+        fig.get_layout_engine().set(w_pad=0.005, h_pad=0.005, wspace=0.0, hspace=0.0)
+        row_names = ["clean"] + [f"sev. {s}" for s in severities]
+        for i in range(n_rows):
+            for j in range(n_cols):
+                ax = axes[i, j]
+                ax.imshow(tiles[i, j], interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for spine in ax.spines.values():
+                    spine.set_linewidth(0.3)
+                if i == 0:
+                    ax.set_title(_short(labels[j], 10), fontsize=5.5)
+                if j == 0:
+                    ax.set_ylabel(row_names[i], fontsize=6)
+        return _png(fig)
