@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import click
 
@@ -25,7 +26,7 @@ class Progress:
             click.echo(message, err=True)
 
     @contextmanager
-    def stage(self, label: str, total: int) -> Iterator[object]:
+    def stage(self, label: str, total: int) -> Iterator[Any]:
         if self.quiet or total <= 0:
             yield _NullBar()
             return

@@ -309,9 +309,15 @@ def mce(model: PerturbationResult, reference: PerturbationResult) -> dict:
     }
 
 
-def reading(result_cells: Sequence[Cell], summaries: Sequence[PerturbationSummary], *, class_names, threshold) -> list:
+def reading(
+    result_cells: Sequence[Cell],
+    summaries: Sequence[PerturbationSummary],
+    *,
+    class_names: Sequence[str],
+    threshold: float,
+) -> list[str]:
     """A few sentences generated from the numbers."""
-    lines = []
+    lines: list[str] = []
     if not result_cells:
         return lines
     by_ce = sorted(summaries, key=lambda s: -s.corruption_error)
@@ -323,7 +329,7 @@ def reading(result_cells: Sequence[Cell], summaries: Sequence[PerturbationSummar
         + (f"; the least harmful is {by_ce[-1].label} ({by_ce[-1].corruption_error:.1%})." if len(by_ce) > 1 else ".")
     )
     if broken:
-        first = sorted(broken, key=lambda s: s.breaking.severity)
+        first = sorted(broken, key=lambda s: s.breaking.severity or 0.0)
         lines.append(
             f"{len(broken)} of {len(summaries)} perturbations cost {threshold * 100:.0f} accuracy points or more "
             f"within the tested severities; the earliest: "

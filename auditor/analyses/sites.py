@@ -152,7 +152,7 @@ def compute_sites(
     class_names = tuple(class_names)
     leaks = leaks or {}
     ref_feats = internal.features if internal.features.shape[1] > 0 else internal.probs
-    base = None
+    base = (0.0, 0.0, 0.0, 0.0)  # the internal set's accuracy, F1, balanced accuracy, confidence (row 0)
     rows = []
     for i, site in enumerate([internal, *sites]):
         m = compute_classification_metrics(

@@ -572,7 +572,9 @@ def perturbation_strip(tiles: np.ndarray, labels, severities) -> bytes:
     with matplotlib.rc_context(STYLE):
         fig = _new(0.5 + tile_in * n_cols, 0.35 + tile_in * n_rows)
         axes = fig.subplots(n_rows, n_cols, squeeze=False, gridspec_kw={"wspace": 0.02, "hspace": 0.02})
-        fig.get_layout_engine().set(w_pad=0.005, h_pad=0.005, wspace=0.0, hspace=0.0)
+        engine = fig.get_layout_engine()
+        if engine is not None:
+            engine.set(w_pad=0.005, h_pad=0.005, wspace=0.0, hspace=0.0)  # type: ignore[call-arg]
         row_names = ["clean"] + [f"sev. {s}" for s in severities]
         for i in range(n_rows):
             for j in range(n_cols):

@@ -145,7 +145,7 @@ class PerturbationGridSection(Section):
         }
         warnings = []
         early = [s for s in r.summaries if s.breaking.reached and s.breaking.severity is not None]
-        early = [s for s in early if s.breaking.severity <= 2]
+        early = [s for s in early if (s.breaking.severity or 0.0) <= 2]
         if early:
             warnings.append(
                 Warning(
@@ -287,7 +287,7 @@ def run_grid(ctx: SectionContext, options: PerturbationGridOptions, *, keep_stri
             identity=parameter(p, 0, (h, w)),
             threshold=options.breaking_drop,
         )
-        desc = describe(p, par, (h, w)) if reached else f"beyond severity {max(sevs)}"
+        desc = describe(p, par, (h, w)) if reached and par is not None else f"beyond severity {max(sevs)}"
         summaries.append(
             PerturbationSummary(
                 p,
