@@ -22,11 +22,17 @@ plain-language warnings. Three things are flagged:
 (The scalings and channel orders themselves differ hugely for a trained model, so their spread is not a
 warning.)
 
-Best setting: the highest accuracy among settings not dropped; equal accuracies are broken by the higher
-mean log-probability of the true class (the loader a model was trained with tends to give it its most
-confident right answers, where a handful of test images cannot separate accuracies), then in favour of the
-chosen setting, then by table order. A tied setting (below) counts with the chosen one's accuracy and
-log-probability.
+Best setting: the highest accuracy among settings not dropped; equal accuracies go to the chosen setting,
+then to the first in table order. A tied setting (below) counts with the chosen one's accuracy. (The mean
+log-probability of the true class is recorded per setting, but not used: it is not a sign of the training
+pipeline either, since sharper kernels make a model surer on the same images, and a tied setting has it on
+a prefix only, so the sequential and exhaustive checks could disagree through it.)
+
+Limits: accuracy on a subsample cannot tell apart resize kernels whose pixels are nearly the same (e.g.
+``pil:bilinear``, ``pil:hamming``, ``cv2:area``, ``tf:bilinear-aa`` when shrinking), and a crop or a sharper
+kernel may simply suit a model better than its own training pipeline; the best setting is the one that
+scores best, which is strong evidence about the scaling and channel order and about gross resize
+differences (nearest against antialiased), not proof of the exact training kernel.
 
 The check may be *sequential* (:mod:`auditor.prepcheck`, :mod:`auditor.analyses.sequential`): a
 setting significantly worse than another is **dropped** after the images it has seen, and one that has
@@ -97,7 +103,7 @@ class PreprocessingCheck:
     forward_passes_exhaustive: int = 0  # what running every other setting on every image would take
     doubtful: bool = False  # the mismatch is wide: the report's numbers are probably not the model's
     doubtful_points: float = 10.0
-    mean_log_prob: tuple[float, ...] = ()  # per setting: mean log-probability of the true class (tie-break)
+    mean_log_prob: tuple[float, ...] = ()  # per setting: mean log-probability of the true class (recorded only)
 
     # ------------------------------------------------------------------ views
     @property
@@ -240,8 +246,7 @@ def compute_preprocessing_check(
         ``(resize, crop, channels, scaling)``.
     chosen : the setting the audit uses.
     status : {setting: "dropped" | "tied"} for settings stopped early (default: none).
-    log_probs : {setting: log-probability of the true class per image evaluated}, for the tie-break between
-        equally accurate settings (default: none, then table order decides).
+    log_probs : {setting: log-probability of the true class per image evaluated}, recorded as means.
     forward_passes, forward_passes_exhaustive : recorded as given (images forwarded by the check, and by
         an exhaustive one).
     """
@@ -266,7 +271,7 @@ def compute_preprocessing_check(
             lp[key] = lp.get(chosen, float("-inf"))
     order = {k: i for i, k in enumerate(settings)}
     candidates = [k for k in settings if status.get(k) != "dropped"]
-    best = max(candidates, key=lambda k: (acc[k], lp.get(k, 0.0), k == chosen, -order[k]))
+    best = max(candidates, key=lambda k: (acc[k], k == chosen, -order[k]))
     chosen_acc, best_acc = acc[chosen], acc[best]
     # resize methods with the chosen crop, channels and scaling, each evaluated on the whole subsample (a dropped
     # one's accuracy on its first images is too noisy to set the spread; tied ones count as the chosen)
