@@ -161,3 +161,15 @@ def _figs(report):
         if s.name in report.results:
             out.update(s.figures(report.results[s.name]))
     return out
+
+
+def test_plain_space_explores_25_settings(trained, data):
+    path, _, _ = trained["load_img"]
+    cfg = AuditConfig(
+        model_paths=(path,), data_path=data / "test", n_bootstrap=0, sections={"preprocessing_check": {"samples": 40}}
+    )
+    index = discover(data / "test")
+    pm = prepare_model(cfg, path, index)
+    cp = clean_pass(pm, index, cfg, QUIET)
+    check = run_section("preprocessing_check", cfg, pm, index, cp, space="plain")
+    assert len(check.settings) == 25 and check.crops == ("none",) and check.channel_orders == ("rgb",)
