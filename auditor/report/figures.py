@@ -206,7 +206,7 @@ def preprocessing_grid(c: PreprocessingCheck) -> bytes:
                 )
     family_of = {name: m.family for name, m in METHODS.items()}
     with matplotlib.rc_context(STYLE):
-        fig = _new(6.4, 1.4 + 0.22 * len(rs) + 0.16 * len(others))
+        fig = _new(7.0, 1.6 + 0.24 * len(rs) + 0.14 * len(others))
         ax = fig.add_subplot()
         sns.heatmap(
             acc,
@@ -221,11 +221,11 @@ def preprocessing_grid(c: PreprocessingCheck) -> bytes:
             xticklabels=list(ss),
             yticklabels=list(rs),
             cbar_kws={"label": "accuracy", "shrink": 0.6},
-            annot_kws={"fontsize": 5.5},
+            annot_kws={"fontsize": 6.5},
         )
         for i in range(1, len(rs)):  # a line between families
             if family_of.get(rs[i]) != family_of.get(rs[i - 1]):
-                ax.axhline(i, color="#111111", lw=0.8)
+                ax.axhline(i, color="#111111", lw=1.2, zorder=5)
         if (c.chosen.crop, c.chosen.channels) == (crop, channels):
             r, s = rs.index(c.chosen.resize), ss.index(c.chosen.scaling)
             ax.add_patch(matplotlib.patches.Rectangle((s, r), 1, 1, fill=False, ec="#111111", lw=2.2))
@@ -236,23 +236,12 @@ def preprocessing_grid(c: PreprocessingCheck) -> bytes:
         ax.set_ylabel("resize (--resize)")
         ax.set_title(
             f"Accuracy on a {c.n_samples}-image subsample, --crop {crop} --channels {channels}\n"
-            "(solid frame: the audit's setting; dashed: the best)",
-            fontsize=8,
+            "(solid frame: the audit's setting; dashed: the best)"
+            + ("\nOther crops and channel orders:\n" + "\n".join(others) if others else ""),
+            fontsize=7.5,
         )
         ax.tick_params(axis="y", rotation=0, labelsize=6.5)
         ax.tick_params(axis="x", labelsize=7)
-        if others:
-            ax.annotate(
-                "Other crops and channel orders:\n" + "\n".join(others),
-                xy=(0, 0),
-                xycoords="axes fraction",
-                xytext=(-60, -28),
-                textcoords="offset points",
-                fontsize=6.5,
-                va="top",
-                ha="left",
-                annotation_clip=False,
-            )
         return _png(fig)
 
 
