@@ -345,7 +345,9 @@ def model_access(
     """The narrow view of the model that sections get."""
     return ModelAccess(
         pm,
-        load_images=lambda rows: _load_rows(index, cp, rows, pm.decoder, config.workers),
+        load_images=lambda rows, resize=None: _load_rows(
+            index, cp, rows, pm.decoder if resize is None else _decoder_for(resize), config.workers
+        ),
         pass_over=lambda idx, **kw: clean_pass(pm, idx, config, progress, **kw),
     )
 
@@ -373,6 +375,12 @@ def run_section(
         progress=progress,
     )
     return section.run(ctx, opts)
+
+
+def _decoder_for(resize: str) -> Any:
+    from .model import decoder_for
+
+    return decoder_for(resize)
 
 
 def _load_rows(

@@ -1,11 +1,14 @@
 """The preprocessing check's driver: forward a subsample under each preprocessing setting, sequentially.
 
 No TensorFlow here: the caller passes the model's ``forward`` and ``resize`` as callables (from the
-adapter). A *setting* is an opaque hashable value (today a ``(resize, scaling)`` tuple); the driver
-needs only two functions of it: ``cache_key(setting)``, the part that is costly to apply (the resize),
-and ``finish(resized, setting)``, the cheap rest (scaling, later channel order) applied to the
-resized float array. Images are resized once per cache key per batch and shared by every setting
-with that key.
+adapter). A *setting* is an opaque hashable value (the section's
+:class:`auditor.analyses.preprocessing.Setting`: resize, crop, channels, scaling); the driver needs only
+three functions of it: ``cache_key(setting)``, the part that is costly to apply (decode + crop + resize),
+``finish(resized, setting)``, the cheap rest (channel order, scaling) applied to the resized float array,
+and ``finish_key(setting)``, what ``finish`` depends on. Images are resized once per cache key per batch
+and shared by every setting with that key; when two cache keys give identical arrays on a batch (e.g. at
+equal size most resizes are the identity, or two families agree), the forward pass is run once for each
+distinct (array, finish key) and its predictions shared: no forward pass is spent on pixels already seen.
 
 The settings are evaluated on growing prefixes of the subsample, put in an order whose every prefix
 is class-stratified (:func:`auditor.analyses.sequential.stratified_order`); after each look, settings
@@ -32,6 +35,7 @@ class CheckRun:
     order: np.ndarray  # (m,) positions into the caller's subsample, in evaluation order
     y_true: np.ndarray  # (m,) labels in evaluation order
     predictions: dict[Hashable, np.ndarray]
+    log_probs: dict[Hashable, np.ndarray]  # log-probability of the true class, same lengths as predictions
     status: dict[Hashable, str]  # "dropped" | "tied" for settings stopped early
     forward_passes: int  # images forwarded
     forward_passes_exhaustive: int
@@ -49,6 +53,8 @@ def run_settings(
     finish: Callable[[np.ndarray, Hashable], np.ndarray],
     forward: Callable[[np.ndarray], np.ndarray],
     cache_key: Callable[[Hashable], Hashable],
+    finish_key: Callable[[Hashable], Hashable] | None = None,
+    chosen_log_prob: np.ndarray | None = None,
     batch_size: int = 32,
     sequential: bool = True,
     first_look: int = 32,
@@ -63,8 +69,11 @@ def run_settings(
     ----------
     settings : every setting, ``chosen`` among them.
     y_true, chosen_pred : (m,) labels of the subsample and the chosen setting's predicted labels.
-    load : positions into the subsample -> decoded images.
-    resize : (images, cache key) -> float array of the model's input size.
+    load : positions into the subsample -> decoded images (anything ``resize`` understands, e.g. a lazy
+        per-decoder cache).
+    resize : (loaded images, cache key) -> float array of the model's input size.
+    finish_key : what ``finish`` depends on (default: the whole setting, i.e. no sharing of forward passes).
+    chosen_log_prob : (m,) log-probability of the true class under the chosen setting (default: zeros).
     finish : (resized array, setting) -> model input.
     forward : model input -> (n, k) class probabilities.
     on_images : called with the number of new subsample images at each step (progress).
@@ -80,6 +89,10 @@ def run_settings(
     chosen_ord = np.asarray(chosen_pred)[order]
     preds = {s: np.full(m, -1, dtype=np.int64) for s in settings}
     preds[chosen] = chosen_ord.astype(np.int64)
+    logp = {s: np.zeros(m) for s in settings}
+    if chosen_log_prob is not None:
+        logp[chosen] = np.asarray(chosen_log_prob, dtype=float)[order]
+    fkey = finish_key or (lambda s: s)
     counter = {"images": 0}
 
     def evaluate(idx: np.ndarray, start: int, stop: int) -> np.ndarray:
@@ -90,12 +103,28 @@ def run_settings(
         for b0 in range(start, stop, batch_size):
             b1 = min(stop, b0 + batch_size)
             images = load(order[b0:b1]) if todo else []
+            canonical: dict[Hashable, Hashable] = {}  # cache key -> first key with identical pixels
+            seen: dict[bytes, list[tuple[Hashable, np.ndarray]]] = {}
+            memo: dict[tuple[Hashable, Hashable], np.ndarray] = {}
+            rows = np.arange(b1 - b0)
             for key, members in groups.items():
                 resized = resize(images, key)
+                canonical[key] = key
+                sketch = np.ascontiguousarray(resized.reshape(len(resized), -1)[:, ::97]).tobytes()
+                for other_key, other in seen.setdefault(sketch, []):
+                    if np.array_equal(other, resized):
+                        canonical[key] = other_key
+                        break
+                else:
+                    seen[sketch].append((key, resized))
                 for s in members:
-                    probs = forward(finish(resized, s))
-                    preds[s][b0:b1] = np.asarray(probs).argmax(axis=1)
-                    counter["images"] += b1 - b0
+                    memo_key = (canonical[key], fkey(s))
+                    if memo_key not in memo:
+                        memo[memo_key] = np.asarray(forward(finish(resized, s)))
+                        counter["images"] += b1 - b0
+                    probs = memo[memo_key]
+                    preds[s][b0:b1] = probs.argmax(axis=1)
+                    logp[s][b0:b1] = np.log(np.maximum(probs[rows, y_ord[b0:b1]], 1e-300))
             if on_images is not None:
                 on_images(b1 - b0)
         return np.stack([preds[settings[i]][start:stop] == y_ord[start:stop] for i in idx])
@@ -107,11 +136,13 @@ def run_settings(
     if on_images is not None and result.looks and result.looks[-1] < m:
         on_images(m - result.looks[-1])  # the bar ends full: the rest was not needed
     out = {s: preds[s][: int(result.n_evaluated[i])] if i != ref else preds[s] for i, s in enumerate(settings)}
+    out_lp = {s: logp[s][: int(result.n_evaluated[i])] if i != ref else logp[s] for i, s in enumerate(settings)}
     status = {settings[i]: st for i, st in enumerate(result.status) if st in ("dropped", "tied")}
     return CheckRun(
         order=order,
         y_true=y_ord,
         predictions=out,
+        log_probs=out_lp,
         status=status,
         forward_passes=counter["images"],
         forward_passes_exhaustive=(len(settings) - 1) * m,

@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import binomtest
 
 from auditor.analyses.dataquality import DataQuality, compute_data_quality
-from auditor.analyses.preprocessing import PreprocessingCheck, compute_preprocessing_check
+from auditor.analyses.preprocessing import PreprocessingCheck, Setting, compute_preprocessing_check
 from auditor.classes import resolve_classes
 from auditor.config import AuditConfig, parse_csv_option
 from auditor.errors import EXIT_BAD_INPUT, InputError
@@ -28,7 +28,11 @@ def preds_with_correct(y: np.ndarray, n_correct: int) -> np.ndarray:
 
 
 Y100 = np.arange(100) % 5
-CHOSEN = ("bilinear", "unit")
+CHOSEN = ("bilinear", "unit")  # two-part keys mean (resize, scaling) with no crop and RGB
+
+
+def S(resize: str, scaling: str) -> Setting:
+    return Setting(resize, "none", "rgb", scaling)
 
 
 def grid(correct: dict[tuple[str, str], int], y=Y100) -> dict[tuple[str, str], np.ndarray]:
@@ -41,9 +45,9 @@ def test_preprocessing_accuracies_by_hand():
     assert r.n_samples == 100
     assert r.resize_methods == ("bilinear", "area")
     assert r.scalings == ("unit", "raw")
-    assert r.accuracy == ((0.80, 0.31), (0.81, 0.07))
-    assert r.chosen == CHOSEN and r.chosen_accuracy == 0.80
-    assert r.best == ("area", "unit") and r.best_accuracy == 0.81
+    assert r.grid("none", "rgb")[2].tolist() == [[0.80, 0.31], [0.81, 0.07]]
+    assert r.chosen == S(*CHOSEN) and r.chosen_accuracy == 0.80
+    assert r.best == S("area", "unit") and r.best_accuracy == 0.81
     assert r.resize_spread == pytest.approx(0.01)
     assert r.warnings == ()  # 1 point better and 1 point spread: nothing to say
 
@@ -52,20 +56,21 @@ def test_preprocessing_mismatch_warning_above_two_points():
     # caffe is right on 10 more images and never worse: 10 points, sign test p = 2**-10
     preds = grid({("bilinear", "unit"): 70, ("bilinear", "caffe"): 80, ("area", "unit"): 71})
     r = compute_preprocessing_check(Y100, preds, chosen=CHOSEN)
-    assert r.best == ("bilinear", "caffe") and r.best_accuracy == 0.80
+    assert r.best == S("bilinear", "caffe") and r.best_accuracy == 0.80
     assert r.mismatch_p_value == pytest.approx(binomtest(10, 10, 0.5, alternative="greater").pvalue)
     assert r.mismatch_p_value == pytest.approx(2.0**-10)
     assert len(r.warnings) == 1
     w = r.warnings[0]
     assert w.startswith("Preprocessing mismatch")
-    assert "--resize bilinear --preprocess unit" in w and "--resize bilinear --preprocess caffe" in w
+    assert "--resize bilinear --crop none --channels rgb --preprocess unit" in w
+    assert "re-run with --resize bilinear --crop none --channels rgb --preprocess caffe" in w
     assert "70.0%" in w and "80.0%" in w and "100-image" in w
 
 
 def test_preprocessing_no_warning_within_two_points():
     preds = grid({("bilinear", "unit"): 70, ("bilinear", "caffe"): 71, ("area", "unit"): 72, ("area", "caffe"): 10})
     r = compute_preprocessing_check(Y100, preds, chosen=CHOSEN)
-    assert r.best == ("area", "unit")
+    assert r.best == S("area", "unit")
     assert r.best_accuracy - r.chosen_accuracy == pytest.approx(0.02)
     assert r.warnings == ()
 
@@ -120,7 +125,7 @@ def test_resize_sensitivity_warning():
     # chosen is best overall (no mismatch) but resize methods under "unit" differ by 6 points
     preds = grid({("bilinear", "unit"): 90, ("area", "unit"): 88, ("nearest", "unit"): 84, ("bilinear", "raw"): 20})
     r = compute_preprocessing_check(Y100, preds, chosen=CHOSEN)
-    assert r.best == CHOSEN
+    assert r.best == S(*CHOSEN)
     assert r.resize_spread == pytest.approx(0.06)
     assert len(r.warnings) == 1
     w = r.warnings[0]
@@ -145,23 +150,24 @@ def test_both_warnings_together():
 def test_ties_go_to_the_chosen_setting():
     preds = grid({("area", "raw"): 77, ("bilinear", "raw"): 77, ("area", "unit"): 77, ("bilinear", "unit"): 77})
     r = compute_preprocessing_check(Y100, preds, chosen=("bilinear", "unit"))
-    assert r.best == ("bilinear", "unit")
+    assert r.best == S("bilinear", "unit")
     assert r.warnings == ()
     # without the chosen among the tied best, the first in table order wins
     preds[("bilinear", "unit")] = preds_with_correct(Y100, 70)
     r = compute_preprocessing_check(Y100, preds, chosen=("bilinear", "unit"))
-    assert r.best == ("area", "raw")
+    assert r.best == S("area", "raw")
 
 
 def test_preprocessing_missing_cells_and_round_trip():
     preds = grid({("bilinear", "unit"): 50, ("area", "raw"): 51})
     r = compute_preprocessing_check(Y100, preds, chosen=CHOSEN)
-    assert r.accuracy[0][0] == 0.5 and math.isnan(r.accuracy[0][1]) and math.isnan(r.accuracy[1][0])
+    acc = r.grid("none", "rgb")[2]  # settings never explored are NaN cells of the grid
+    assert acc[0, 0] == 0.5 and math.isnan(acc[0, 1]) and math.isnan(acc[1, 0])
     d = r.to_dict()
     json.dumps(d, allow_nan=False)
     back = PreprocessingCheck.from_dict(json.loads(json.dumps(d)))
     assert back.to_dict() == d
-    assert back.chosen == CHOSEN and back.best == ("area", "raw")
+    assert back.chosen == S(*CHOSEN) and back.best == S("area", "raw")
 
 
 def test_preprocessing_requires_chosen():

@@ -72,8 +72,8 @@ def test_preprocessing_check_flags_a_wrong_scaling(trained):
     path, test, keras_acc = trained
     report = _audit(path, test, preprocess="unit", preprocess_check_samples=45)
     check = report["preprocessing_check"]
-    assert check.chosen == ("bilinear", "unit")
-    assert check.best[1] == "raw"
+    assert check.chosen == ("bilinear", "none", "rgb", "unit")  # (resize, crop, channels, scaling)
+    assert check.best.scaling == "raw" and check.best.channels == "rgb"
     assert check.best_accuracy - check.chosen_accuracy > 0.02
     assert any(w.startswith("Preprocessing mismatch") and "--preprocess raw" in w for w in check.warnings)
     assert any("Preprocessing mismatch" in w for w in report.summary["warnings"])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from auditor.analyses.preprocessing import PreprocessingCheck, compute_preprocessing_check
+from auditor.analyses.preprocessing import PreprocessingCheck, Setting, compute_preprocessing_check
 from auditor.analyses.sequential import (
     decide_look,
     drop_level,
@@ -160,28 +160,41 @@ def test_stopped_settings_in_the_analysis_by_hand():
         Y, preds, chosen=chosen, status=status, forward_passes=228, forward_passes_exhaustive=400
     )
     assert r.resize_methods == ("bilinear", "area", "nearest") and r.scalings == ("raw", "unit")
+    S = lambda r_, s_: Setting(r_, "none", "rgb", s_)  # noqa: E731  (old two-part keys mean no crop, RGB)
+    assert r.chosen == S("bilinear", "raw")
     # a dropped setting keeps its accuracy on the images it saw, and is never the best, even at 100 %
-    assert r.accuracy[0][1] == pytest.approx(3 / 32) and r.accuracy[1][1] == 1.0
-    assert r.best == ("area", "raw")
+    assert r.accuracy_of(S("bilinear", "unit")) == pytest.approx(3 / 32) and r.accuracy_of(S("area", "unit")) == 1.0
+    assert r.best == S("area", "raw")
     # a tied setting counts with the chosen's accuracy on the whole subsample (80 %), not its 64/64
-    assert r.accuracy[2][0] == 0.8
+    assert r.accuracy_of(S("nearest", "raw")) == 0.8
     assert r.resize_spread == pytest.approx(0.02)
-    assert r.n_evaluated == ((100, 32), (100, 32), (64, 0))
-    assert r.status == (("full", "dropped"), ("full", "dropped"), ("tied", ""))
+    _, _, acc, st, nn = r.grid("none", "rgb")
+    assert nn == [[100, 32], [100, 32], [64, 0]]
+    assert st == [["full", "dropped"], ["full", "dropped"], ["tied", ""]]
+    assert np.isnan(acc[2, 1])
     assert r.stopped_early() == [
-        ("bilinear", "unit", "dropped", 32),
-        ("area", "unit", "dropped", 32),
-        ("nearest", "raw", "tied", 64),
+        (S("bilinear", "unit"), "dropped", 32),
+        (S("area", "unit"), "dropped", 32),
+        (S("nearest", "raw"), "tied", 64),
     ]
     assert r.warnings == ()
     d = json.loads(json.dumps(r.to_dict(), allow_nan=False))
     back = PreprocessingCheck.from_dict(d)
     assert back.to_dict() == d and back.forward_passes == 228 and back.forward_passes_exhaustive == 400
-    # a report written before these fields existed still loads
-    for k in ("n_evaluated", "status", "forward_passes", "forward_passes_exhaustive"):
-        d.pop(k)
-    old = PreprocessingCheck.from_dict(d)
-    assert old.stopped_early() == [] and old.forward_passes == 0
+    # a report written before the settings had four parts (a resize x scaling grid) still loads
+    old = PreprocessingCheck.from_dict(
+        {
+            **{k: d[k] for k in ("n_samples", "chosen_accuracy", "best_accuracy", "mismatch_p_value")},
+            **{k: d[k] for k in ("resize_spread", "warnings", "mismatch_points", "spread_points")},
+            "resize_methods": ["bilinear", "area"],
+            "scalings": ["raw", "unit"],
+            "accuracy": [[0.8, None], [0.82, 0.5]],
+            "chosen": ["bilinear", "raw"],
+            "best": ["area", "raw"],
+        }
+    )
+    assert old.chosen == S("bilinear", "raw") and old.best == S("area", "raw") and old.stopped_early() == []
+    assert old.accuracy_of(S("area", "unit")) == 0.5 and old.forward_passes == 0
     # a short prediction vector without a status is an error
     with pytest.raises(ValueError):
         compute_preprocessing_check(Y, {chosen: _preds(80), ("area", "raw"): _preds(20, n=32)}, chosen=chosen)
@@ -210,18 +223,20 @@ def test_grid_figure_marks_stopped_settings(monkeypatch):
     monkeypatch.setattr(figures.sns, "heatmap", spy)
     png = figures.preprocessing_grid(r)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    assert texts[0] == [["80.0%", "9.4%\nstopped after\n32 images"], ["80.0%\ntied after\n64 images", "10.0%"]]
+    # the best setting (the chosen, bilinear raw) has no crop and RGB: that grid, with the stopped ones marked
+    assert texts[0] == [["80.0%", "9.4% (stop 32)"], ["80.0% (tie 64)", "10.0%"]]
 
 
 # ----------------------------------------------------------------------------------- a trained Keras model
 
 keras = pytest.importorskip("keras")
 
-from auditor.config import RESIZE_CHOICES, AuditConfig
+from auditor.config import AuditConfig
 from auditor.data import discover
 from auditor.pipeline import clean_pass, prepare_model, run_section
 from auditor.preprocess import SCALINGS
 from auditor.progress import QUIET
+from auditor.resize import METHODS
 from tests.conftest import write_colour_folder
 
 
@@ -281,28 +296,31 @@ def test_sequential_agrees_with_exhaustive_at_a_fraction_of_the_passes(trained, 
     path, test = trained
     cp, [(full, n_full), (seq, n_seq)] = _both_checks(path, test, preprocess=preprocess)
     assert full.n_samples == seq.n_samples == 300
-    n_settings = len(RESIZE_CHOICES) * len(SCALINGS)  # every resize method and scaling but the audit's own
-    assert n_full == (n_settings - 1) * 300 == full.forward_passes_exhaustive == seq.forward_passes_exhaustive
+    n_settings = len(full.settings)  # every resize method of every family, crop, channel order and scaling
+    assert n_settings == len(METHODS) * 2 * 2 * len(SCALINGS)  # mixed sizes: center-square is explored
+    assert (n_settings - 1) * 300 == full.forward_passes_exhaustive == seq.forward_passes_exhaustive
+    # identical pixels (e.g. two resizes that agree on some batch) are forwarded once, even exhaustively
+    assert n_full <= full.forward_passes_exhaustive
     assert full.stopped_early() == []
     assert seq.best == full.best
     assert seq.warnings == full.warnings  # same warnings, word for word
     assert (
         seq.chosen_accuracy == full.chosen_accuracy == pytest.approx(np.mean(cp.probs.argmax(axis=1) == cp.y_true))
     )  # all 300 images: the chosen's come from the clean pass
-    assert n_seq <= 0.4 * n_full, (n_seq, n_full, seq.stopped_early())
+    assert n_seq <= 0.4 * full.forward_passes_exhaustive, (n_seq, n_full, seq.stopped_early())
     # every setting still run at the end has the exhaustive check's accuracy exactly
-    for i, row in enumerate(seq.status):
-        for j, st in enumerate(row):
-            if st == "full":
-                assert seq.accuracy[i][j] == full.accuracy[i][j]
+    assert seq.settings == full.settings
+    for i, st in enumerate(seq.status):
+        if st == "full":
+            assert seq.accuracy[i] == full.accuracy[i]
     if preprocess == "unit":  # the deliberately wrong scaling is flagged by both
-        assert seq.chosen == ("bilinear", "unit") and seq.best[1] == "raw"
+        assert seq.chosen == ("bilinear", "none", "rgb", "unit") and seq.best.scaling == "raw"
         assert any(w.startswith("Preprocessing mismatch") and "--preprocess raw" in w for w in seq.warnings)
     else:
         assert not any(w.startswith("Preprocessing mismatch") for w in seq.warnings)
     # settings stopped early are all hopeless ones (another scaling than the best's) or tied with the chosen
-    for r, s, st, n in seq.stopped_early():
-        assert st == "tied" or s != seq.best[1], (r, s, st, n)
+    for setting, st, n in seq.stopped_early():
+        assert st == "tied" or setting[1:] != seq.best[1:], (setting, st, n)
 
 
 # ----------------------------------------------------------------------------------- real images, timing

@@ -25,6 +25,7 @@ from ..analyses.metrics import ClassificationMetrics
 from ..analyses.preprocessing import PreprocessingCheck
 from ..analyses.selective import SelectiveResult
 from ..analyses.sites import SitesResult
+from ..resize import METHODS
 
 DPI = 160
 PALETTE = ["#1f5fa8", "#d9822b", "#2a9d5c", "#c0392b", "#7d4fb5", "#8c6d31", "#d35fb7", "#5f6b7a", "#17becf", "#9c9c2a"]
@@ -178,17 +179,36 @@ def recall_intervals(m: ClassificationMetrics) -> bytes:
 
 
 def preprocessing_grid(c: PreprocessingCheck) -> bytes:
-    """Accuracy under every resize method (rows) and pixel scaling (columns); the chosen cell framed."""
-    acc = np.asarray(c.accuracy, dtype=float)
-    annot = np.char.mod("%.1f%%", acc * 100).astype(object)
-    for i, row in enumerate(c.status):  # settings the sequential check stopped early
-        for j, st in enumerate(row):
-            if st == "dropped":
-                annot[i, j] = f"{annot[i, j]}\nstopped after\n{c.n_evaluated[i][j]} images"
-            elif st == "tied":
-                annot[i, j] = f"{annot[i, j]}\ntied after\n{c.n_evaluated[i][j]} images"
+    """Accuracy under every resize method (rows, grouped by family) and pixel scaling (columns), for the best
+    setting's crop and channel order; the audit's setting framed solid (when shown), the best dashed. A line
+    under the grid gives the best accuracy under each other crop and channel order."""
+    crop, channels = c.best.crop, c.best.channels
+    rs, ss, acc, st, nn = c.grid(crop, channels)
+    annot = np.empty(acc.shape, dtype=object)
+    for i in range(acc.shape[0]):
+        for j in range(acc.shape[1]):
+            if np.isnan(acc[i, j]):
+                annot[i, j] = ""
+                continue
+            text = f"{acc[i, j] * 100:.1f}%"
+            if st[i][j] == "dropped":
+                text += f" (stop {nn[i][j]})"
+            elif st[i][j] == "tied":
+                text += f" (tie {nn[i][j]})"
+            annot[i, j] = text
+    others = []
+    for cr in c.crops:
+        for ch in c.channel_orders:
+            if (cr, ch) == (crop, channels):
+                continue
+            found = c.best_of(crop=cr, channels=ch)
+            if found is not None:
+                others.append(
+                    f"--crop {cr} --channels {ch}: best {found[1]:.1%} ({found[0].resize}, {found[0].scaling})"
+                )
+    family_of = {name: m.family for name, m in METHODS.items()}
     with matplotlib.rc_context(STYLE):
-        fig = _new(5.2, 3.2)
+        fig = _new(7.0, 1.6 + 0.24 * len(rs) + 0.14 * len(others))
         ax = fig.add_subplot()
         sns.heatmap(
             acc,
@@ -200,17 +220,30 @@ def preprocessing_grid(c: PreprocessingCheck) -> bytes:
             vmax=1,
             linewidths=0.5,
             linecolor="white",
-            xticklabels=list(c.scalings),
-            yticklabels=list(c.resize_methods),
-            cbar_kws={"label": "accuracy"},
-            annot_kws={"fontsize": 6} if c.stopped_early() else None,
+            xticklabels=list(ss),
+            yticklabels=list(rs),
+            cbar_kws={"label": "accuracy", "shrink": 0.6},
+            annot_kws={"fontsize": 6.5},
         )
-        r, s = c.resize_methods.index(c.chosen[0]), c.scalings.index(c.chosen[1])
-        ax.add_patch(matplotlib.patches.Rectangle((s, r), 1, 1, fill=False, ec="#111111", lw=2.2))
+        for i in range(1, len(rs)):  # a line between families
+            if family_of.get(rs[i]) != family_of.get(rs[i - 1]):
+                ax.axhline(i, color="#111111", lw=1.2, zorder=5)
+        if (c.chosen.crop, c.chosen.channels) == (crop, channels):
+            r, s = rs.index(c.chosen.resize), ss.index(c.chosen.scaling)
+            ax.add_patch(matplotlib.patches.Rectangle((s, r), 1, 1, fill=False, ec="#111111", lw=2.2))
+        if c.best != c.chosen:
+            r, s = rs.index(c.best.resize), ss.index(c.best.scaling)
+            ax.add_patch(matplotlib.patches.Rectangle((s, r), 1, 1, fill=False, ec="#1f5fa8", lw=2.0, ls="--"))
         ax.set_xlabel("pixel scaling (--preprocess)")
         ax.set_ylabel("resize (--resize)")
-        ax.set_title(f"Accuracy on a {c.n_samples}-image subsample (framed: the audit's setting)")
-        ax.tick_params(axis="y", rotation=0)
+        ax.set_title(
+            f"Accuracy on a {c.n_samples}-image subsample, --crop {crop} --channels {channels}\n"
+            "(solid frame: the audit's setting; dashed: the best)"
+            + ("\nOther crops and channel orders:\n" + "\n".join(others) if others else ""),
+            fontsize=7.5,
+        )
+        ax.tick_params(axis="y", rotation=0, labelsize=6.5)
+        ax.tick_params(axis="x", labelsize=7)
         return _png(fig)
 
 

@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover - types only
 #: Ranks of summary warnings: the summary lists them in this order (stable within a rank), so a reviewer
 #: reads first whether the numbers can be trusted at all, then what the model and data are, then findings.
 RANK_BROKEN = 0  # the model or its input is broken: no number below means anything
+RANK_PREPROCESSING = -1  # a wide preprocessing mismatch: the numbers are probably not the model's (first, even before a
+#   "looks broken" line, which a wrong preprocessing also causes)
 RANK_VALIDITY = 10  # the numbers may be wrong (e.g. preprocessing doubtful)
 RANK_MODEL = 20  # facts about the model's output or loading
 RANK_DATA = 30  # facts about the data set and class matching

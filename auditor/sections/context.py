@@ -63,7 +63,7 @@ class ModelAccess:
         self,
         prepared: Any,
         *,
-        load_images: Callable[[Sequence[int]], list[np.ndarray]],
+        load_images: Callable[..., list[np.ndarray]],
         pass_over: Callable[..., CleanPass],
     ):
         self._pm = prepared
@@ -94,9 +94,10 @@ class ModelAccess:
         """One batch of prepared inputs -> (probabilities (n, k), penultimate features (n, d))."""
         return self._pm.adapter.forward(x)
 
-    def load_images(self, positions: Sequence[int]) -> list[np.ndarray]:
-        """Decoded uint8 RGB images of the clean pass's rows ``positions``."""
-        return self._load_images(positions)
+    def load_images(self, positions: Sequence[int], *, resize: str | None = None) -> list[np.ndarray]:
+        """Decoded uint8 RGB images of the clean pass's rows ``positions``, decoded as the training loader of the
+        resize method ``resize`` decodes (default: the audit's own)."""
+        return self._load_images(positions, resize=resize)
 
     def pass_over(
         self, index: DatasetIndex, *, data_to_model: Mapping[str, int], stage: str, data_path: str

@@ -1,17 +1,34 @@
-"""The preprocessing check: is the model fed the way it was trained (resize method, pixel scaling)?"""
+"""The preprocessing check: is the model fed the way it was trained (resize method of every loader family,
+crop, channel order, pixel scaling)?
+
+The settings explored are the product of every resize method of :data:`auditor.resize.METHODS` (plain
+``tf.image.resize`` names, ``tf:*-aa``, ``pil:*``, ``cv2:*``), the crops ``none`` and ``center-square`` (the
+latter only when some image of the subsample has another aspect ratio than the model's input), the channel
+orders ``rgb`` and ``bgr``, and the five scalings; the audit's own setting is added when it is outside
+(e.g. ``center:0.8``). A grayscale model sees no channel order (only the audit's).
+
+Cost: each image of the subsample is decoded once per decoder the resize families need (TensorFlow, PIL,
+OpenCV: :func:`auditor.model.decoder_for`), resized once per (resize, crop) and batch, and channel order and
+scaling are cheap numpy operations on the resized array. Resizes that give identical pixels share their
+forward passes (:mod:`auditor.prepcheck`), and the sequential elimination stops settings as soon as they
+are decided (:mod:`auditor.analyses.sequential`: its guarantee, that the exhaustive best is dropped with
+probability at most alpha, holds for any number of settings because the level divides by it).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..analyses.preprocessing import PreprocessingCheck, compute_preprocessing_check
-from ..config import RESIZE_CHOICES
+import numpy as np
+
+from ..analyses.preprocessing import PreprocessingCheck, Setting, compute_preprocessing_check, flags
 from ..data import stratified_subsample
 from ..errors import input_error
 from ..prepcheck import run_settings
 from ..preprocess import SCALINGS, scale_pixels
 from ..report import figures
-from .base import RANK_VALIDITY, Contribution, Section, Warning, Where
+from ..resize import CHANNELS, METHODS, PLAIN_NAMES
+from .base import RANK_PREPROCESSING, RANK_VALIDITY, Contribution, Section, Warning, Where
 from .context import SectionContext
 
 
@@ -19,42 +36,121 @@ from .context import SectionContext
 class PreprocessingCheckOptions:
     samples: int = 250  # images in the stratified subsample (0 skips the check)
     sequential: bool = True  # stop settings as soon as they are decided; false: every setting on every image
+    # "families": every resize method of every family x crops x channel orders x scalings (up to 440 settings);
+    # "plain": the plain tf.image.resize names x scalings with the audit's crop and channel order (25, ~20x cheaper)
+    space: str = "families"
 
     def validate(self, where: Where) -> None:
         if self.samples < 0:
             raise input_error(where("samples"), f"{self.samples} is negative")
+        if self.space not in ("families", "plain"):
+            raise input_error(where("space"), f"unknown value {self.space!r}", expected="families or plain")
+
+
+def _image_shapes(ctx: SectionContext, rows: np.ndarray) -> list[tuple[int, int]]:
+    """(height, width) of the subsample's files from their headers (no decoding); unknown ones left out."""
+    from PIL import Image
+
+    shapes = []
+    for j in rows:
+        try:
+            with Image.open(ctx.index.samples[ctx.clean.sample_idx[j]].path) as im:
+                shapes.append((im.size[1], im.size[0]))
+        except Exception:
+            continue
+    return shapes
+
+
+def explored_settings(
+    chosen: Setting,
+    *,
+    input_hw: tuple[int, int],
+    image_shapes: list[tuple[int, int]],
+    gray: bool = False,
+    space: str = "families",
+) -> list[Setting]:
+    """The settings the check explores (the audit's own among them), in table order: family by family, then
+    crop, channel order and scaling. ``space="plain"``: the plain names and scalings only, with the audit's
+    crop and channel order."""
+    if space == "plain":
+        out = [Setting(r, chosen.crop, chosen.channels, s) for r in PLAIN_NAMES for s in SCALINGS]
+        return out + ([chosen] if chosen not in out else [])
+    h, w = input_hw
+    crops = ["none"]
+    if any(ih * w != iw * h for ih, iw in image_shapes):
+        crops.append("center-square")
+    channels = [chosen.channels] if gray else list(CHANNELS)
+    out = [Setting(r, c, ch, s) for r in METHODS for c in crops for ch in channels for s in SCALINGS]
+    if chosen not in out:
+        out.append(chosen)
+    return out
+
+
+class _Decoded:
+    """The images of one batch, decoded lazily once per decoder (TensorFlow, PIL, OpenCV)."""
+
+    def __init__(self, model, rows):
+        self.model, self.rows, self.by_decoder = model, rows, {}
+
+    def get(self, resize: str) -> list[np.ndarray]:
+        kind = METHODS[resize].decoder
+        if kind not in self.by_decoder:
+            self.by_decoder[kind] = self.model.load_images(self.rows, resize=resize)
+        return self.by_decoder[kind]
 
 
 class PreprocessingCheckSection(Section):
     name = "preprocessing_check"
     title = "Preprocessing check"
-    description = "accuracy of a subsample under every resize method and pixel scaling; flags a mismatch"
+    description = (
+        "accuracy of a subsample under every resize method (all loader families), crop, channel order and "
+        "pixel scaling; flags a mismatch and names the flags to re-run with"
+    )
     Options = PreprocessingCheckOptions
     needs = frozenset({"clean_pass", "extra_passes", "images"})
     template = "sections/preprocessing_check.html"
     result_type = PreprocessingCheck
 
     def run(self, ctx: SectionContext, options: PreprocessingCheckOptions) -> PreprocessingCheck | None:
-        """Forward a stratified subsample under every (resize, scaling), sequentially: a setting clearly
-        worse than another, or right and wrong on the same images as the audit's, stops early (see
+        """Forward a stratified subsample under every setting, sequentially: a setting clearly worse than
+        another, or right and wrong on the same images as the audit's, stops early (see
         :mod:`auditor.prepcheck`). The chosen setting's predictions come from the clean pass."""
         if options.samples == 0:
             return None
         cp, model = ctx.clean, ctx.model
         sub = stratified_subsample(cp.y_true, options.samples, seed=ctx.seed)
-        chosen = (model.settings["resize"], model.settings["scaling"])
-        resizes = RESIZE_CHOICES + ((chosen[0],) if chosen[0] not in RESIZE_CHOICES else ())
+        st = model.settings
+        chosen = Setting(st["resize"], st["crop"], st["channels"], st["scaling"])
+        h, w, c = model.info.input_shape
+        gray = c == 1
+        shapes = _image_shapes(ctx, sub) if options.space == "families" else []
+        settings = explored_settings(chosen, input_hw=(h, w), image_shapes=shapes, gray=gray, space=options.space)
+        y_sub = cp.y_true[sub]
+        chosen_lp = np.log(np.maximum(cp.probs[sub][np.arange(len(sub)), y_sub], 1e-300))
+
+        def resize(decoded: _Decoded, key: tuple[str, str, str]) -> np.ndarray:
+            r, crop, channels = key
+            return model.prepare(decoded.get(r), resize=r, crop=crop, channels=channels, scaling="raw")
+
+        def finish(resized: np.ndarray, s: Setting) -> np.ndarray:
+            if not gray and s.channels == "bgr":
+                resized = resized[..., ::-1]
+            return scale_pixels(resized, s.scaling)
+
         with ctx.progress.stage("preprocessing check", len(sub)) as bar:
             run = run_settings(
-                [(r, s) for r in resizes for s in SCALINGS],
+                settings,
                 chosen,
-                y_true=cp.y_true[sub],
+                y_true=y_sub,
                 chosen_pred=cp.probs[sub].argmax(axis=1),
-                load=lambda pos: model.load_images(sub[pos]),
-                resize=lambda images, r: model.prepare(images, resize=r, scaling="raw"),  # [0, 255] floats
-                finish=lambda resized, setting: scale_pixels(resized, setting[1]),
+                chosen_log_prob=chosen_lp,
+                load=lambda pos: _Decoded(model, sub[pos]),
+                resize=resize,
+                finish=finish,
                 forward=lambda x: model.forward(x)[0],
-                cache_key=lambda setting: setting[0],
+                # colour models: one resize (RGB) per method and crop, the channel flip in finish
+                cache_key=lambda s: (s.resize, s.crop, s.channels if gray else "rgb"),
+                finish_key=lambda s: (s.channels, s.scaling),
                 batch_size=ctx.config.batch_size,
                 sequential=options.sequential,
                 seed=ctx.seed,
@@ -65,6 +161,7 @@ class PreprocessingCheckSection(Section):
             run.predictions,
             chosen=chosen,
             status=run.status,
+            log_probs=run.log_probs,
             forward_passes=run.forward_passes,
             forward_passes_exhaustive=run.forward_passes_exhaustive,
         )
@@ -73,4 +170,19 @@ class PreprocessingCheckSection(Section):
         return {"preprocessing_grid": figures.preprocessing_grid(result)}
 
     def summary(self, result: PreprocessingCheck) -> Contribution:
-        return Contribution(warnings=tuple(Warning(w, RANK_VALIDITY) for w in result.warnings))
+        warnings = [Warning(w, RANK_VALIDITY) for w in result.warnings]
+        headline = {}
+        if result.doubtful:
+            headline["preprocessing_doubtful"] = True
+            warnings.insert(
+                0,
+                Warning(
+                    "Preprocessing doubtful: the numbers in this report were probably measured on pixels the "
+                    f"model was not trained on. Re-running with {flags(result.best)} scores "
+                    f"{(result.best_accuracy - result.chosen_accuracy) * 100:.1f} points higher on the check's "
+                    f"{result.n_samples}-image subsample ({result.best_accuracy:.1%} against "
+                    f"{result.chosen_accuracy:.1%}); see the preprocessing check.",
+                    RANK_PREPROCESSING,
+                ),
+            )
+        return Contribution(headline=headline, warnings=tuple(warnings))
