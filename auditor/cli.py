@@ -140,6 +140,15 @@ def _fail(message: str, code: int) -> None:
     help="Images in the preprocessing check's subsample (0 skips the check).",
 )
 @click.option(
+    "--check-space",
+    "check_space",
+    default="plain",
+    show_default=True,
+    type=click.Choice(("plain", "families")),
+    help="What the preprocessing check explores: plain = the tf.image.resize names x scalings (25 settings); "
+    "families = every loader family, crop and channel order too (up to 440 settings, tens of clean passes).",
+)
+@click.option(
     "--external",
     "external",
     multiple=True,
@@ -300,6 +309,7 @@ GENERAL_FLAGS = {
 #: flags that set a section option: click parameter -> (section, option)
 SECTION_FLAGS = {
     "preprocess_check_samples": ("preprocessing_check", "samples"),
+    "check_space": ("preprocessing_check", "space"),
     "fisher_threshold": ("fisher", "threshold"),
     "target_accuracy": ("selective_prediction", "target_accuracies"),
     "external": ("external_sites", "sites"),

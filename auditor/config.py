@@ -201,6 +201,7 @@ def _flag_of(section: str, key: str) -> str:
 #: command-line flags that set a section option
 SECTION_FLAGS = {
     ("preprocessing_check", "samples"): "--preprocess-check-samples",
+    ("preprocessing_check", "space"): "--check-space",
     ("fisher", "threshold"): "--fisher-threshold",
     ("selective_prediction", "target_accuracies"): "--target-accuracy",
     ("external_sites", "sites"): "--external",

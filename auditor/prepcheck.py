@@ -20,8 +20,9 @@ every image (the exhaustive check).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -34,26 +35,26 @@ class CheckRun:
 
     order: np.ndarray  # (m,) positions into the caller's subsample, in evaluation order
     y_true: np.ndarray  # (m,) labels in evaluation order
-    predictions: dict[Hashable, np.ndarray]
-    log_probs: dict[Hashable, np.ndarray]  # log-probability of the true class, same lengths as predictions
-    status: dict[Hashable, str]  # "dropped" | "tied" for settings stopped early
+    predictions: dict[Any, np.ndarray]
+    log_probs: dict[Any, np.ndarray]  # log-probability of the true class, same lengths as predictions
+    status: dict[Any, str]  # "dropped" | "tied" for settings stopped early
     forward_passes: int  # images forwarded
     forward_passes_exhaustive: int
     looks: tuple[int, ...]
 
 
 def run_settings(
-    settings: Sequence[Hashable],
-    chosen: Hashable,
+    settings: Sequence[Any],
+    chosen: Any,
     *,
     y_true: np.ndarray,
     chosen_pred: np.ndarray,
-    load: Callable[[np.ndarray], list[np.ndarray]],
-    resize: Callable[[list, Hashable], np.ndarray],
-    finish: Callable[[np.ndarray, Hashable], np.ndarray],
+    load: Callable[[np.ndarray], Any],
+    resize: Callable[[Any, Any], np.ndarray],
+    finish: Callable[[np.ndarray, Any], np.ndarray],
     forward: Callable[[np.ndarray], np.ndarray],
-    cache_key: Callable[[Hashable], Hashable],
-    finish_key: Callable[[Hashable], Hashable] | None = None,
+    cache_key: Callable[[Any], Any],
+    finish_key: Callable[[Any], Any] | None = None,
     chosen_log_prob: np.ndarray | None = None,
     batch_size: int = 32,
     sequential: bool = True,
@@ -97,15 +98,15 @@ def run_settings(
 
     def evaluate(idx: np.ndarray, start: int, stop: int) -> np.ndarray:
         todo = [settings[i] for i in idx if i != ref]
-        groups: dict[Hashable, list[Hashable]] = {}
+        groups: dict[Any, list[Any]] = {}
         for s in todo:
             groups.setdefault(cache_key(s), []).append(s)
         for b0 in range(start, stop, batch_size):
             b1 = min(stop, b0 + batch_size)
             images = load(order[b0:b1]) if todo else []
-            canonical: dict[Hashable, Hashable] = {}  # cache key -> first key with identical pixels
-            seen: dict[bytes, list[tuple[Hashable, np.ndarray]]] = {}
-            memo: dict[tuple[Hashable, Hashable], np.ndarray] = {}
+            canonical: dict[Any, Any] = {}  # cache key -> first key with identical pixels
+            seen: dict[bytes, list[tuple[Any, np.ndarray]]] = {}
+            memo: dict[tuple[Any, Any], np.ndarray] = {}
             rows = np.arange(b1 - b0)
             for key, members in groups.items():
                 resized = resize(images, key)

@@ -27,8 +27,8 @@ Measured per model, ``reps`` interleaved rounds, medians reported (wall seconds 
   one-core speed. The target: ``clean_pass <= overlap_bound / 0.8``, i.e. clean-pass throughput at
   least 0.8 of ``n / overlap_bound``. (The clean pass may beat the bound: when one stage waits, the
   other may use both cores.)
-* ``preprocessing_check``: :func:`auditor.pipeline.run_preprocessing_check` (default 250 images) as
-  run by an audit, as a share of the clean pass.
+* ``preprocessing_check``: the ``preprocessing_check`` section via :func:`auditor.pipeline.run_section`
+  (default 250 images) as run by an audit, as a share of the clean pass.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def measure_model(model_path: Path, data: Path, reps: int, log) -> dict:
 
     from auditor.config import AuditConfig
     from auditor.data import discover, load_sample
-    from auditor.pipeline import clean_pass, prepare_model, run_preprocessing_check
+    from auditor.pipeline import clean_pass, prepare_model, run_section
     from auditor.progress import QUIET
 
     config = AuditConfig(model_paths=(model_path,), data_path=data)
@@ -170,7 +170,7 @@ def measure_model(model_path: Path, data: Path, reps: int, log) -> dict:
             runs["resize_1core"].append(t_resize())
             runs["predict_1core"].append(t_predict())
         t = time.perf_counter()
-        run_preprocessing_check(pm, index, cp, config, QUIET)
+        run_section("preprocessing_check", config, pm, index, cp)
         runs["preprocessing_check"].append(time.perf_counter() - t)
         log(
             f"  round {r + 1}/{reps}: clean pass {s:.2f} s, predict {runs['predict_2core'][-1]:.2f} s, "

@@ -37,7 +37,7 @@ def _check(path, data_dir, *, sequential=True, **flags_):
         model_paths=(path,),
         data_path=data_dir,
         n_bootstrap=0,
-        sections={"preprocessing_check": {"samples": 1000}},
+        sections={"preprocessing_check": {"samples": 1000, "space": "families"}},
         **flags_,
     )
     index = discover(data_dir)
@@ -50,7 +50,7 @@ def _check(path, data_dir, *, sequential=True, **flags_):
         return real(x)
 
     pm.adapter.forward = forward
-    check = run_section("preprocessing_check", cfg, pm, index, cp, sequential=sequential)
+    check = run_section("preprocessing_check", cfg, pm, index, cp, sequential=sequential, space="families")
     assert check.forward_passes == counted[0]
     return check
 
@@ -103,7 +103,22 @@ def test_exhaustive_agrees_and_cli_advice_reproduces(trained, data, tmp_path):
     advice = next(w for w in seq.warnings if w.startswith("Preprocessing mismatch"))
     fed = advice.split("re-run with ")[1].split(" or fix")[0]
     assert fed == flags(seq.best) and "--channels bgr" in fed
-    r = run_cli(path, data / "test", "--out", tmp_path, "--format", "json", "--bootstrap", "0", "-q", *fed.split())
+    r = run_cli(
+        path,
+        data / "test",
+        "--out",
+        tmp_path,
+        "--format",
+        "json",
+        "--bootstrap",
+        "0",
+        "-q",
+        "--check-space",
+        "families",
+        "--preprocess-check-samples",
+        "1000",
+        *fed.split(),
+    )
     assert r.returncode == 0, r.stderr
     report = json.loads((Path(r.stdout.strip().splitlines()[-1]) / "audit.json").read_text())
     assert report["results"]["classification"]["accuracy"] == pytest.approx(seq.best_accuracy, abs=1e-12)
@@ -129,7 +144,7 @@ def test_wide_mismatch_opens_summary_and_marks_headline(trained, data, tmp_path)
         data_path=data / "test",
         n_bootstrap=0,
         preprocess="symmetric",
-        sections={"preprocessing_check": {"samples": 1000}},
+        sections={"preprocessing_check": {"samples": 1000, "space": "families"}},
     )
     report = run_audit(cfg)[0]
     check = report.results["preprocessing_check"]
@@ -146,7 +161,7 @@ def test_wide_mismatch_opens_summary_and_marks_headline(trained, data, tmp_path)
             data_path=data / "test",
             n_bootstrap=0,
             resize="pil:bilinear",
-            sections={"preprocessing_check": {"samples": 1000}},
+            sections={"preprocessing_check": {"samples": 1000, "space": "families"}},
         )
     )[0]
     assert "preprocessing_doubtful" not in ok.summary["headline"]

@@ -46,11 +46,12 @@ compared on the whole subsample, exactly as the exhaustive check does.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._common import jsonable
 
@@ -176,17 +177,20 @@ class PreprocessingCheck:
             n_eval = tuple(int(v) for v in d.get("n_evaluated", ()))
             status = tuple(str(v) for v in d.get("status", ()))
         else:  # the grid of a report written before (resize x scaling, crop none, channels rgb)
-            settings, acc, n_eval_l, status_l = [], [], [], []
+            grid: list[Setting] = []
+            acc: list[float] = []
+            n_eval_l: list[int] = []
+            status_l: list[str] = []
             for i, r in enumerate(d["resize_methods"]):
                 for j, sc in enumerate(d["scalings"]):
                     st = d["status"][i][j] if d.get("status") else "full"
                     if st == "":
                         continue
-                    settings.append(Setting(r, "none", "rgb", sc))
+                    grid.append(Setting(r, "none", "rgb", sc))
                     acc.append(f(d["accuracy"][i][j]))
                     n_eval_l.append(int(d["n_evaluated"][i][j]) if d.get("n_evaluated") else int(d["n_samples"]))
                     status_l.append(st)
-            settings, accuracy, n_eval, status = tuple(settings), tuple(acc), tuple(n_eval_l), tuple(status_l)
+            settings, accuracy, n_eval, status = tuple(grid), tuple(acc), tuple(n_eval_l), tuple(status_l)
         return cls(
             n_samples=int(d["n_samples"]),
             settings=settings,
@@ -224,7 +228,7 @@ def sign_test_p(wins: int, losses: int) -> float:
 
 
 def compute_preprocessing_check(
-    y_true: Sequence[int],
+    y_true: ArrayLike,
     predictions: Mapping[Setting, np.ndarray],
     *,
     chosen: Setting,
