@@ -150,6 +150,19 @@ def _fail(message: str, code: int) -> None:
     "--sites-full", is_flag=True, help="Run Fisher, calibration and selective prediction on every external site too."
 )
 @click.option(
+    "--cam-layer",
+    default="",
+    help="Grad-CAM target layer, a path into nested models such as mobilenetv2/out_relu "
+    "(default: the last layer with a spatial output before the pooling or flatten).",
+)
+@click.option(
+    "--cam-method",
+    default="gradcam",
+    show_default=True,
+    type=click.Choice(["gradcam", "gradcam++"]),
+    help="Grad-CAM variant for the explanation panels.",
+)
+@click.option(
     "--fisher-threshold",
     default=0.5,
     show_default=True,
@@ -301,6 +314,8 @@ GENERAL_FLAGS = {
 SECTION_FLAGS = {
     "preprocess_check_samples": ("preprocessing_check", "samples"),
     "fisher_threshold": ("fisher", "threshold"),
+    "cam_layer": ("gradcam", "layer"),
+    "cam_method": ("gradcam", "method"),
     "target_accuracy": ("selective_prediction", "target_accuracies"),
     "external": ("external_sites", "sites"),
     "sites_full": ("external_sites", "full"),

@@ -202,6 +202,8 @@ def _flag_of(section: str, key: str) -> str:
 SECTION_FLAGS = {
     ("preprocessing_check", "samples"): "--preprocess-check-samples",
     ("fisher", "threshold"): "--fisher-threshold",
+    ("gradcam", "layer"): "--cam-layer",
+    ("gradcam", "method"): "--cam-method",
     ("selective_prediction", "target_accuracies"): "--target-accuracy",
     ("external_sites", "sites"): "--external",
     ("external_sites", "full"): "--sites-full",
