@@ -63,6 +63,7 @@ def test_registry_order_and_unique_names():
         "preprocessing_check",
         "classification",
         "fisher",
+        "gradcam",
         "calibration",
         "selective_prediction",
         "perturbation_grid",
