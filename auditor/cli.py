@@ -159,6 +159,19 @@ def _fail(message: str, code: int) -> None:
     "--sites-full", is_flag=True, help="Run Fisher, calibration and selective prediction on every external site too."
 )
 @click.option(
+    "--cam-layer",
+    default="",
+    help="Grad-CAM target layer, a path into nested models such as mobilenetv2/out_relu "
+    "(default: the last layer with a spatial output before the pooling or flatten).",
+)
+@click.option(
+    "--cam-method",
+    default="gradcam",
+    show_default=True,
+    type=click.Choice(["gradcam", "gradcam++"]),
+    help="Grad-CAM variant for the explanation panels.",
+)
+@click.option(
     "--fisher-threshold",
     default=0.5,
     show_default=True,
@@ -229,6 +242,13 @@ def _fail(message: str, code: int) -> None:
     help="Sections to leave out, comma-separated (see the README for their names).",
 )
 @click.option("--only", "only", default=None, metavar="LIST", help="Run only these sections, comma-separated.")
+@click.option(
+    "--enable",
+    "enable",
+    default=None,
+    metavar="LIST",
+    help="Also run these opt-in sections (off by default, e.g. gradcam), comma-separated.",
+)
 @click.option("--workers", default=None, type=int, help="Image decoding threads [default: up to 4].")
 @click.option(
     "--strict", is_flag=True, help="Exit 1 when any analysis failed (it is recorded in the report either way)."
@@ -305,12 +325,15 @@ GENERAL_FLAGS = {
     "quiet": "quiet",
     "disable": "disabled",
     "only": "enabled",
+    "enable": "enable",
 }
 #: flags that set a section option: click parameter -> (section, option)
 SECTION_FLAGS = {
     "preprocess_check_samples": ("preprocessing_check", "samples"),
     "check_space": ("preprocessing_check", "space"),
     "fisher_threshold": ("fisher", "threshold"),
+    "cam_layer": ("gradcam", "layer"),
+    "cam_method": ("gradcam", "method"),
     "target_accuracy": ("selective_prediction", "target_accuracies"),
     "external": ("external_sites", "sites"),
     "sites_full": ("external_sites", "full"),
@@ -355,12 +378,12 @@ def _build(ctx: click.Context, paths: tuple[str, ...], config_file: str | None, 
         value = flags[key]
         if key == "formats":
             value = list(parse_csv_option(value) or ())
-        elif key in ("class_names", "disable", "only"):
+        elif key in ("class_names", "disable", "only", "enable"):
             value = parse_csv_option(value)
             value = list(value) if value is not None else None
         if value is None and key in ("workers", "resize", "crop", "channels", "class_names", "only"):
             continue
-        if value is None and key == "disable":
+        if value is None and key in ("disable", "enable"):
             value = []
         options[name] = value
     for key, (section, name) in SECTION_FLAGS.items():

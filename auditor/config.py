@@ -68,6 +68,7 @@ FLAGS = {
     "strict": "--strict",
     "quiet": "--quiet",
     "enabled": "--only",
+    "enable": "--enable",
     "disabled": "--disable",
 }
 
@@ -104,6 +105,7 @@ class AuditConfig:
     gallery_size: int = 12
     workers: int = field(default_factory=_default_workers)
     enabled: tuple[str, ...] | None = None
+    enable: tuple[str, ...] = ()  # opt-in sections to run as well
     disabled: tuple[str, ...] = ()
     sections: Mapping[str, Any] = field(default_factory=dict)
 
@@ -118,6 +120,7 @@ class AuditConfig:
                 self.sections,
                 self.enabled,
                 self.disabled,
+                enable=self.enable,
                 general_where=lambda key: FLAGS.get(key, key),
                 where=_flag_of,
                 table_where=lambda name: f"[sections.{name}]",
@@ -136,8 +139,14 @@ class AuditConfig:
         """The effective options of section ``name`` (its defaults when the configuration names none)."""
         return self.sections[name]
 
-    def is_enabled(self, name: str) -> bool:
-        return (self.enabled is None or name in self.enabled) and name not in self.disabled
+    def is_enabled(self, name: str, default: bool = True) -> bool:
+        """Whether section ``name`` runs: named in ``enabled`` (when given) or ``enable``, or on by ``default``
+        when ``enabled`` is not given; never when named in ``disabled``."""
+        if name in self.disabled:
+            return False
+        if name in self.enable:
+            return True
+        return name in self.enabled if self.enabled is not None else default
 
     # ------------------------------------------------------------------ output
     def to_dict(self) -> dict:
@@ -203,6 +212,8 @@ SECTION_FLAGS = {
     ("preprocessing_check", "samples"): "--preprocess-check-samples",
     ("preprocessing_check", "space"): "--check-space",
     ("fisher", "threshold"): "--fisher-threshold",
+    ("gradcam", "layer"): "--cam-layer",
+    ("gradcam", "method"): "--cam-method",
     ("selective_prediction", "target_accuracies"): "--target-accuracy",
     ("external_sites", "sites"): "--external",
     ("external_sites", "full"): "--sites-full",
@@ -245,6 +256,7 @@ def _section_options(
     enabled: tuple[str, ...] | None,
     disabled: tuple[str, ...],
     *,
+    enable: tuple[str, ...] = (),
     general_where: Callable[[str], str],
     where: Callable[[str, str], str],
     table_where: Callable[[str], str],
@@ -253,7 +265,7 @@ def _section_options(
     from .sections import registry
 
     reg = registry()
-    for key, names in (("enabled", enabled), ("disabled", disabled)):
+    for key, names in (("enabled", enabled), ("enable", enable), ("disabled", disabled)):
         for name in names or ():
             if not reg.known(name):
                 raise input_error(
@@ -386,6 +398,7 @@ GENERAL_TYPES: dict[str, Any] = {
     "strict": bool,
     "quiet": bool,
     "enabled": tuple[str, ...],
+    "enable": tuple[str, ...],
     "disabled": tuple[str, ...],
 }
 
@@ -437,6 +450,7 @@ def build_config(
         sections,
         kwargs.get("enabled"),
         kwargs.get("disabled", ()),
+        enable=kwargs.get("enable", ()),
         general_where=where,
         where=section_where,
         table_where=table_where,

@@ -30,6 +30,7 @@ with native_stderr_silenced():
     import tensorflow as tf
 
 from . import families
+from .analyses.gradcam import CamNotApplicable, combine, upsample
 from .errors import AuditFailed, input_error
 from .preprocess import scale_pixels
 from .resize import METHODS, crop_box, resize_uint8
@@ -634,6 +635,20 @@ class KerasClassifier:
         parts = [self.forward(x[i : i + batch_size])[0] for i in range(0, len(x), batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, self.n_outputs))
 
+    # -------------------------------------------------------------- Grad-CAM (see the end of this module)
+    def cam_target(self, layer: str | None = None, source: str = "--cam-layer") -> CamTarget:
+        """The Grad-CAM target layer; ``layer`` (a path such as ``mobilenetv2/out_relu``) overrides the
+        automatic choice. Bad path: input error listing candidates; no usable conv layer: CamNotApplicable."""
+        return _cam_target(self, layer, source)
+
+    def gradcam(self, x: np.ndarray, classes, *, layer: str | None = None, method: str = "gradcam", batch_size=32):
+        """Grad-CAM (or Grad-CAM++) maps (n, H, W) at the input size, each scaled to a maximum of 1."""
+        return _gradcam(self, x, classes, layer=layer, method=method, batch_size=batch_size)
+
+    def cam_sanity(self, x: np.ndarray, classes, *, layer=None, method="gradcam", seed=0, batch_size=32):
+        """Cascading-randomisation maps [(layer path, maps)], top layer first, on a reloaded copy."""
+        return _cam_sanity(self, x, classes, layer=layer, method=method, seed=seed, batch_size=batch_size)
+
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     """Logistic function without overflow for large |z| (float64)."""
@@ -669,3 +684,275 @@ def environment() -> dict:
         "keras": keras.__version__,
         "devices": "GPU: " + ", ".join(g.name for g in gpus) if gpus else "CPU only",
     }
+
+
+# ------------------------------------------------------------------------------------------ Grad-CAM
+#
+# The forward computation is replayed layer by layer (a Sequential's layers in order, a Functional model's
+# graph node by node through ``_run_through_graph``), descending into nested models, so a keras.applications
+# base nested in a Sequential or Functional head never needs a "connected" sub-graph (the classic "graph
+# disconnected" failure). Two hooks: the target layer's output is kept, and the output layer gives its
+# pre-softmax scores (a Dense softmax/sigmoid layer's linear part; the input of a final Softmax/Activation).
+
+_CONV_TYPES = (
+    keras.layers.Conv2D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv2D,
+    keras.layers.Conv2DTranspose,
+)
+_PREPROCESSING_TYPES = (keras.layers.Rescaling, keras.layers.Normalization, keras.layers.Resizing)
+_CAM_BATCH = 32
+
+
+def _layer_shape(layer) -> tuple | None:
+    try:
+        return tuple(layer.output.shape)
+    except Exception:
+        return None
+
+
+def _leaves_with_paths(model, prefix: str = ""):
+    """(path, layer) of every leaf layer in forward order, descending into nested models."""
+    for layer in model.layers:
+        path = f"{prefix}{layer.name}"
+        if isinstance(layer, keras.Model):
+            yield from _leaves_with_paths(layer, path + "/")
+        elif not isinstance(layer, keras.layers.InputLayer):
+            yield path, layer
+
+
+def _layer_by_path(model, path: str):
+    """The chain of layers [outer nested model, ..., leaf] named by ``a/b/c``, or None."""
+    chain, cur = [], model
+    for part in path.split("/"):
+        if not isinstance(cur, keras.Model):
+            return None
+        found = next((layer for layer in cur.layers if layer.name == part), None)
+        if found is None:
+            return None
+        chain.append(found)
+        cur = found
+    return chain
+
+
+def _call_layer(layer, args, kwargs, hooks):
+    kwargs = {k: v for k, v in kwargs.items() if k != "training"}
+    fn = hooks.get(id(layer))
+    if fn is not None:
+        return fn(layer, args, kwargs)
+    if isinstance(layer, keras.Model) and any(id(sub) in hooks for _, sub in _all_layers(layer)):
+        return _replay(layer, args[0], hooks)
+    if getattr(layer, "_call_has_training_arg", False):
+        kwargs["training"] = False
+    return layer(*args, **kwargs)
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer.name, layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+def _replay(model, x, hooks):
+    """Run ``model`` on ``x`` layer by layer, with ``hooks`` {id(layer): fn(layer, args, kwargs)}."""
+    if isinstance(model, keras.Sequential):
+        out = x
+        for layer in model.layers:
+            out = _call_layer(layer, (out,), {}, hooks)
+        return out
+    if not hasattr(model, "_run_through_graph"):
+        raise CamNotApplicable(f"the sub-model '{model.name}' ({type(model).__name__}) cannot be replayed")
+
+    def operation_fn(op):
+        return lambda *args, **kwargs: _call_layer(op, args, kwargs, hooks)
+
+    out = model._run_through_graph([x], operation_fn=operation_fn)
+    return out[0] if isinstance(out, (list, tuple)) else out
+
+
+def _sanity_layers(leaves, target_index: int) -> list[tuple[str, object]]:
+    """Layers with a kernel from the output down to and including the last convolution at or before the
+    target layer (the last convolutional block), top first."""
+    out = []
+    for path, layer in reversed(leaves):
+        if not any("kernel" in w.path.split("/")[-1] for w in layer.weights):
+            continue
+        idx = next(i for i, (p, _) in enumerate(leaves) if p == path)
+        out.append((path, layer))
+        if idx <= target_index and isinstance(layer, _CONV_TYPES):
+            break
+    return out
+
+
+class _CamRunner:
+    """Grad-CAM for one Keras model and one target layer: ``maps(x, classes)``."""
+
+    def __init__(self, model, path: str | None, *, binary: bool, output_type: str | None, source: str):
+        self.model = model
+        leaves = list(_leaves_with_paths(model))
+        self.leaves = leaves
+        spatial = [(p, layer) for p, layer in leaves if (s := _layer_shape(layer)) is not None and len(s) == 4]
+        candidates = [p for p, layer in spatial if not isinstance(layer, _PREPROCESSING_TYPES)]
+        if path:
+            chain = _layer_by_path(model, path)
+            shape = _layer_shape(chain[-1]) if chain else None
+            if chain is None or isinstance(chain[-1], keras.Model) or shape is None or len(shape) != 4:
+                why = "does not exist" if chain is None else "has no spatial (rank-4) output"
+                if chain is not None and isinstance(chain[-1], keras.Model):
+                    why = "names a whole nested model, not a layer inside it"
+                shown = candidates[-12:]
+                more = f"{len(candidates) - len(shown)} earlier ones and " if len(candidates) > len(shown) else ""
+                raise input_error(
+                    source,
+                    f"layer path {path!r} {why} in model '{model.name}'",
+                    expected="a layer with a spatial output; candidates: "
+                    + (more + ", ".join(shown) if shown else "(none)"),
+                    hint="name a layer inside a nested model as outer/inner, e.g. mobilenetv2/out_relu",
+                )
+            self.path = "/".join(layer.name for layer in chain)
+        else:
+            target = None
+            for p, layer in leaves:
+                shape = _layer_shape(layer)
+                if shape is not None and len(shape) < 4:
+                    break
+                if shape is not None and len(shape) == 4 and not isinstance(layer, _PREPROCESSING_TYPES):
+                    target = p
+            if target is None:
+                raise CamNotApplicable(
+                    f"no layer with a spatial (rank-4) output before the pooling/flatten in '{model.name}'"
+                )
+            self.path = target
+            chain = _layer_by_path(model, target)
+        tindex = next(i for i, (p, _) in enumerate(leaves) if p == self.path)
+        if not any(isinstance(layer, _CONV_TYPES) for _, layer in leaves[: tindex + 1]):
+            raise CamNotApplicable(
+                f"the model '{model.name}' has no convolutional layer before '{self.path}': "
+                "its spatial maps carry no learned spatial evidence for Grad-CAM to weigh"
+            )
+        self.target_index = tindex
+        self.target = chain[-1]
+        self.shape = tuple(int(d) for d in _layer_shape(self.target)[1:3])
+        self.binary = binary
+        self.hooks = {}
+        self._kept: list = []
+
+        def keep(layer, args, kwargs):
+            kw = dict(kwargs)
+            if getattr(layer, "_call_has_training_arg", False):
+                kw["training"] = False
+            out = layer(*args, **kw)
+            self._kept.append(out)
+            return out
+
+        self.hooks[id(self.target)] = keep
+        # pre-softmax scores
+        out_layer = _layer_of(model.outputs[0]) if getattr(model, "outputs", None) else model.layers[-1]
+        act = _activation_name(out_layer)
+        self.score_note = "the output (logits)"
+        self.log_prob = False
+        if isinstance(out_layer, keras.layers.Dense) and act in ("softmax", "sigmoid"):
+
+            def linear(layer, args, kwargs):
+                z = keras.ops.matmul(args[0], layer.kernel)
+                return z + layer.bias if layer.use_bias else z
+
+            self.hooks[id(out_layer)] = linear
+            self.score_note = f"the pre-{act} scores of '{out_layer.name}'"
+        elif isinstance(out_layer, (keras.layers.Softmax, keras.layers.Activation)) and act in ("softmax", "sigmoid"):
+            self.hooks[id(out_layer)] = lambda layer, args, kwargs: args[0]
+            self.score_note = f"the input of the final {act} layer '{out_layer.name}'"
+        elif output_type in ("probabilities", BINARY_SIGMOID):
+            self.log_prob = True
+            self.score_note = "the log-probability (the output is already a probability)"
+        spec = tf.TensorSpec((None,) + tuple(int(d) for d in model.inputs[0].shape[1:]), tf.float32)
+
+        @tf.function(input_signature=[spec, tf.TensorSpec((None,), tf.int32)], reduce_retracing=True)
+        def grads(x, cls):
+            self._kept.clear()
+            with tf.GradientTape() as tape:
+                out = _replay(self.model, x, self.hooks)
+                acts = self._kept[-1]
+                out = tf.cast(out, tf.float32)
+                if self.log_prob:
+                    out = tf.math.log(tf.clip_by_value(out, 1e-12, 1.0))
+                    if self.binary:
+                        out = out - tf.math.log(tf.clip_by_value(1.0 - tf.exp(out), 1e-12, 1.0))  # logit
+                if self.binary:
+                    out = tf.concat([-out[:, :1], out[:, :1]], axis=1)
+                score = tf.reduce_sum(tf.gather(out, cls, axis=1, batch_dims=1))
+            return acts, tape.gradient(score, acts), out
+
+        self._grads = grads
+
+    def raw(self, x: np.ndarray, classes: np.ndarray):
+        acts, g, out = self._grads(tf.convert_to_tensor(x, tf.float32), tf.convert_to_tensor(classes, tf.int32))
+        return acts.numpy(), g.numpy(), out.numpy()
+
+    def maps(self, x: np.ndarray, classes: np.ndarray, method: str, batch_size: int = _CAM_BATCH) -> np.ndarray:
+        """Maps (n, H, W) at the input size, each scaled to a maximum of 1: one gradient tape per batch."""
+        h, w = (int(d) for d in self.model.inputs[0].shape[1:3])
+        out = np.zeros((len(x), h, w), dtype=np.float32)
+        classes = np.asarray(classes, dtype=np.int32)
+        for lo in range(0, len(x), batch_size):
+            acts, g, _ = self.raw(x[lo : lo + batch_size], classes[lo : lo + batch_size])
+            out[lo : lo + batch_size] = upsample(combine(acts, g, method), (h, w))
+        return out
+
+
+@dataclass(frozen=True)
+class CamTarget:
+    """The layer Grad-CAM uses and what is differentiated."""
+
+    layer: str  # path, e.g. 'mobilenetv2_0.35_96/out_relu'
+    map_shape: tuple[int, int]  # the layer's spatial size
+    score: str  # what the gradient is taken of
+
+
+def _cam_runner(self, layer: str | None, source: str = "--cam-layer") -> _CamRunner:
+    if self.format == "savedmodel":
+        raise CamNotApplicable("a SavedModel exposes only its serving signature, not its layers")
+    cache = self.__dict__.setdefault("_cam_cache", {})
+    if layer not in cache:
+        cache[layer] = _CamRunner(self.model, layer, binary=self.binary, output_type=self._output_type, source=source)
+    return cache[layer]
+
+
+def _cam_target(self, layer: str | None = None, source: str = "--cam-layer") -> CamTarget:
+    """The Grad-CAM target layer (``layer`` a path overrides the automatic choice). Raises an input error
+    for a bad path and :class:`CamNotApplicable` for a model without a usable convolutional layer."""
+    r = _cam_runner(self, layer, source)
+    return CamTarget(r.path, r.shape, r.score_note)
+
+
+def _gradcam(self, x: np.ndarray, classes, *, layer: str | None = None, method: str = "gradcam", batch_size=32):
+    """Maps (n, H, W) of the classes ``classes`` (n,) for prepared inputs ``x``, scaled to a maximum of 1."""
+    return _cam_runner(self, layer).maps(x, np.asarray(classes), method, batch_size)
+
+
+def _cam_sanity(
+    self, x: np.ndarray, classes, *, layer: str | None = None, method: str = "gradcam", seed: int = 0, batch_size=32
+) -> list[tuple[str, np.ndarray]]:
+    """Cascading randomisation (Adebayo et al. 2018) on a copy of the model reloaded from its file (the
+    audit's model is untouched): the layers with a kernel are re-drawn from the output down through the last
+    convolution at or before the target layer, one more per stage; returns (layer path, maps) per stage.
+    Each kernel and bias is replaced by normal noise with the standard deviation of the trained values (a
+    Glorot-like scale where those are constant); BatchNorm statistics are kept, so the maps stay finite."""
+    if self.format == "savedmodel":
+        raise CamNotApplicable("a SavedModel exposes only its serving signature, not its layers")
+    trained = _cam_runner(self, layer)
+    copy = keras.saving.load_model(self.path, compile=False, safe_mode=self.info.safe_mode)
+    runner = _CamRunner(copy, trained.path, binary=self.binary, output_type=self._output_type, source="layer")
+    rng = np.random.default_rng(seed)
+    stages = []
+    for path, lay in _sanity_layers(runner.leaves, runner.target_index):
+        new = []
+        for w in lay.get_weights():
+            sd = float(np.std(w))
+            if sd == 0:
+                sd = float(np.sqrt(2.0 / max(1, int(np.prod(w.shape[:-1])) + w.shape[-1])))
+            new.append(rng.normal(0.0, sd, size=w.shape).astype(w.dtype))
+        lay.set_weights(new)
+        stages.append((path, runner.maps(x, np.asarray(classes), method, batch_size)))
+    return stages

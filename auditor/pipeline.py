@@ -105,7 +105,7 @@ def run_audit(
             "holds no image file",
             expected="images with extension jpg, jpeg, png, bmp, tif or tiff inside class folders",
         )
-    enabled = [s for s in reg.sections if config.is_enabled(s.name)]
+    enabled = [s for s in reg.sections if config.is_enabled(s.name, s.default_enabled)]
     prepared = [prepare_model(config, path, index) for path in config.model_paths]
     for pm in prepared:  # every section's input checks, before any model time is spent
         setup = SetupContext(config, index, pm.mapping.model_classes, pm.path)
@@ -264,7 +264,9 @@ def audit_model(
     from .model import environment  # TensorFlow is already loaded by now
 
     reg = registry or globals()["registry"]()
-    enabled = list(enabled if enabled is not None else [s for s in reg.sections if config.is_enabled(s.name)])
+    enabled = list(
+        enabled if enabled is not None else [s for s in reg.sections if config.is_enabled(s.name, s.default_enabled)]
+    )
     progress.info(f"auditing {pm.path.name} on {len(index.samples)} image files in {config.data_path}")
     cp = clean_pass(pm, index, config, progress)
     timings: dict[str, float] = {"model_pass": round(cp.seconds, 3)}

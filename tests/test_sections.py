@@ -56,6 +56,20 @@ def _report_json(stdout: str) -> dict:
 # ----------------------------------------------------------------------------------- registry
 
 
+def test_opt_in_sections_run_only_when_enabled():
+    base = {"model_paths": (Path("m.keras"),), "data_path": Path("d")}
+    assert not registry(plugins=False).get("gradcam").default_enabled
+    assert not AuditConfig(**base).is_enabled("gradcam", default=False)
+    assert AuditConfig(**base, enable=("gradcam",)).is_enabled("gradcam", default=False)
+    assert AuditConfig(**base, enabled=("gradcam",)).is_enabled("gradcam", default=False)
+    assert not AuditConfig(**base, enable=("gradcam",), disabled=("gradcam",)).is_enabled("gradcam", default=False)
+    assert AuditConfig(**base).is_enabled("fisher") and not AuditConfig(**base, enabled=("gradcam",)).is_enabled(
+        "fisher"
+    )
+    with pytest.raises(InputError, match=r"^--enable: unknown section 'gradcm'"):
+        AuditConfig(**base, enable=("gradcm",))
+
+
 def test_registry_order_and_unique_names():
     reg = registry(plugins=False)
     assert reg.names == (
@@ -63,6 +77,7 @@ def test_registry_order_and_unique_names():
         "preprocessing_check",
         "classification",
         "fisher",
+        "gradcam",
         "calibration",
         "selective_prediction",
         "perturbation_grid",

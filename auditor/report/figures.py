@@ -622,3 +622,42 @@ def perturbation_strip(tiles: np.ndarray, labels, severities) -> bytes:
                 if j == 0:
                     ax.set_ylabel(row_names[i], fontsize=6)
         return _png(fig)
+
+
+def gradcam_panels(panels: Any, title: str) -> bytes:
+    """Grad-CAM panels: one column per image; rows are the image, the map over it with the cell outline,
+    and the labels (true, predicted, confidence, focus score). ``panels`` have ``image`` (uint8), ``cam``
+    ([0, 1]), ``mask`` (bool or None), ``item`` (a GalleryItem) and ``focus``."""
+    import cv2
+
+    n = len(panels)
+    tile_in = 1.25
+    with matplotlib.rc_context(STYLE):
+        fig = _new(0.3 + tile_in * max(n, 2), 0.45 + 2 * tile_in + 0.55)
+        axes = fig.subplots(2, n, squeeze=False, gridspec_kw={"wspace": 0.03, "hspace": 0.03})
+        fig.suptitle(title, fontsize=9.5, x=0.0, ha="left")
+        for j, p in enumerate(panels):
+            img = p.image
+            axes[0, j].imshow(img, interpolation="bilinear")
+            axes[1, j].imshow(img, interpolation="bilinear")
+            axes[1, j].imshow(p.cam, cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear")
+            if p.mask is not None:
+                contours, _ = cv2.findContours(p.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+                for c in contours:
+                    pts = np.vstack([c[:, 0, :], c[:1, 0, :]])
+                    for ax in axes[:, j]:
+                        ax.plot(pts[:, 0], pts[:, 1], color="white", lw=1.0)
+                        ax.plot(pts[:, 0], pts[:, 1], color="black", lw=0.4, ls="--")
+            it = p.item
+            focus = "cell not found" if p.focus is None else f"focus {p.focus:.0%}"
+            axes[1, j].set_xlabel(
+                f"true {_short(it.true_label, 16)}\npred {_short(it.predicted_label, 16)} "
+                f"({it.confidence:.0%})\n{focus}",
+                fontsize=7,
+            )
+            for ax in axes[:, j]:
+                ax.set_xticks([])
+                ax.set_yticks([])
+        axes[0, 0].set_ylabel("image", fontsize=7)
+        axes[1, 0].set_ylabel("Grad-CAM", fontsize=7)
+        return _png(fig)

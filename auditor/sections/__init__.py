@@ -18,6 +18,7 @@ from .classification import ClassificationSection
 from .data_quality import DataQualitySection
 from .external_sites import ExternalSitesSection
 from .fisher import FisherSection
+from .gradcam import GradcamSection
 from .model_sanity import ModelSanitySection
 from .perturbation_grid import PerturbationGridSection
 from .preprocessing_check import PreprocessingCheckSection
@@ -31,6 +32,7 @@ BUILTIN: tuple[type[Section], ...] = (
     PreprocessingCheckSection,
     ClassificationSection,
     FisherSection,
+    GradcamSection,
     CalibrationSection,
     SelectiveSection,
     PerturbationGridSection,

@@ -98,6 +98,8 @@ class Section:
     description: ClassVar[str] = ""
     #: the frozen dataclass of the section's options (defaults are the tool's defaults)
     Options: ClassVar[type] = NoOptions
+    #: False: an opt-in section, run only when named in ``enable`` (``--enable``) or ``enabled`` (``--only``)
+    default_enabled: ClassVar[bool] = True
     #: what the section needs from the pipeline, a subset of :data:`NEEDS`
     needs: ClassVar[frozenset[str]] = frozenset({"clean_pass"})
     #: the section's Jinja2 partial: a path relative to the templates folder, or an absolute path (plug-ins)

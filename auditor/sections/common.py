@@ -52,6 +52,11 @@ def gallery_images(items: Sequence[GalleryItem]) -> dict[str, ImageRef]:
     return {g.thumb_key: ImageRef(g.path) for g in items}
 
 
+def _cell(value) -> str:
+    """A per-image score for predictions.csv: empty where there is none (NaN)."""
+    return "" if value is None or (isinstance(value, float | np.floating) and np.isnan(value)) else f"{value:.6g}"
+
+
 def predictions_table(
     samples: Sequence, cp: CleanPass, class_names: Sequence[str], columns: Mapping[str, np.ndarray] | None = None
 ) -> Table:
@@ -67,6 +72,6 @@ def predictions_table(
         rows.append(
             [samples[i].rel, class_names[cp.y_true[j]], class_names[pred[j]], f"{row[pred[j]]:.6f}"]
             + [f"{p:.6f}" for p in row]
-            + [f"{columns[c][j]:.6g}" for c in extra]
+            + [_cell(columns[c][j]) for c in extra]
         )
     return Table(header, rows)

@@ -94,6 +94,22 @@ class ModelAccess:
         """One batch of prepared inputs -> (probabilities (n, k), penultimate features (n, d))."""
         return self._pm.adapter.forward(x)
 
+    def cam_target(self, layer: str | None = None) -> Any:
+        """The Grad-CAM target layer (:class:`auditor.model.CamTarget`); raises
+        :class:`auditor.analyses.gradcam.CamNotApplicable` for a model without a usable convolutional layer."""
+        return self._pm.adapter.cam_target(layer)
+
+    def gradcam(self, x: np.ndarray, classes: np.ndarray, *, layer: str | None = None, method: str = "gradcam"):
+        """Grad-CAM maps (n, h, w) at the input size (each scaled to a maximum of 1) of ``classes`` for
+        prepared inputs ``x``."""
+        return self._pm.adapter.gradcam(x, classes, layer=layer, method=method)
+
+    def cam_sanity(
+        self, x: np.ndarray, classes: np.ndarray, *, layer: str | None = None, method: str = "gradcam", seed: int = 0
+    ) -> list[tuple[str, np.ndarray]]:
+        """Maps after cascading randomisation of a copy of the model, [(layer, maps)], top layer first."""
+        return self._pm.adapter.cam_sanity(x, classes, layer=layer, method=method, seed=seed)
+
     def load_images(self, positions: Sequence[int], *, resize: str | None = None) -> list[np.ndarray]:
         """Decoded uint8 RGB images of the clean pass's rows ``positions``, decoded as the training loader of the
         resize method ``resize`` decodes (default: the audit's own)."""
