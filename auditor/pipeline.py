@@ -132,6 +132,8 @@ def compare_models(
     sees its results of all models (None where it did not run) and may replace them; a report whose results
     changed gets its summary rebuilt. A section that raises here is recorded as a failure of every report."""
     names = [pm.path.name for pm in prepared]
+    if len(set(names)) < len(names):  # two models with one file name: name them by their paths
+        names = [str(pm.path) for pm in prepared]
     results = [dict(r.results) for r in reports]
     failures = [list(r.failures) for r in reports]
     changed = [False] * len(reports)

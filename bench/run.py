@@ -3,6 +3,7 @@
     python -m bench.run              # full: 20,000 generated images (~5-8 min on 2 cores)
     python -m bench.run --quick      # small: 2,000 images (~2 min)
     python -m bench.run --images 5000 --out bench/results --data-dir /tmp/wbc-bench-data
+    python -m bench.run --grid-only  # only the perturbation grid's rows (~4 min)
 
 What it measures (all on synthetic 96x96 PNGs from ``sample_data.generator`` and the sample model
 ``model_zoo/pretrained/wbc5_small_cnn.keras``):
@@ -17,6 +18,9 @@ What it measures (all on synthetic 96x96 PNGs from ``sample_data.generator`` and
 3. Peak RSS of whole CLI audits (``--format json,html --quiet``) of 2,000 and ``--images`` files, minus
    the baseline of a process that only imported TensorFlow, loaded the model and ran one batch.
 4. The analysis timings (``timings_seconds`` of audit.json) of the big audit.
+5. The perturbation grid (:mod:`bench.grid`): the section's loop (perturbing overlapped with inference)
+   against bare ``model.predict`` on pre-perturbed arrays, for the sample model and a 128-px zoo model
+   (``--grid-only``: these rows alone).
 
 Results: a table on stdout and ``<out>/bench.json``. Temporary folders are removed (unless
 ``--data-dir`` is given: the generated images are then kept there and reused by the next run).
