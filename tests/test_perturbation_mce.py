@@ -83,7 +83,7 @@ def _weaker_copy(tmp: Path) -> Path:
     conv = next(layer for layer in model.layers if layer.get_weights() and len(layer.get_weights()[0].shape) == 4)
     w = conv.get_weights()
     rng = np.random.default_rng(3)
-    w[0] = w[0] * (1 + 0.8 * rng.standard_normal(w[0].shape)).astype(np.float32)
+    w[0] = w[0] * (1 + 0.3 * rng.standard_normal(w[0].shape)).astype(np.float32)
     conv.set_weights(w)
     path = tmp / "weaker.keras"
     model.save(path)
