@@ -131,7 +131,7 @@ class PerturbationGridSection(Section):
         ref = results[reference]
         if ref is None or sum(r is not None for r in results) < 2:
             return results
-        out = []
+        out: list[Any] = []
         for i, outcome in enumerate(results):
             if outcome is None:
                 out.append(None)
