@@ -3,7 +3,7 @@
     python -m bench.run              # full: 20,000 generated images (~5-8 min on 2 cores)
     python -m bench.run --quick      # small: 2,000 images (~2 min)
     python -m bench.run --images 5000 --out bench/results --data-dir /tmp/wbc-bench-data
-    python -m bench.run --grid-only  # only the perturbation grid's rows (~4 min)
+    python -m bench.run --grid-only  # only the perturbation grid's rows (~5 min)
 
 What it measures (all on synthetic 96x96 PNGs from ``sample_data.generator`` and the sample model
 ``model_zoo/pretrained/wbc5_small_cnn.keras``):
