@@ -249,6 +249,13 @@ def _fail(message: str, code: int) -> None:
     metavar="LIST",
     help="Also run these opt-in sections (off by default, e.g. gradcam), comma-separated.",
 )
+@click.option(
+    "--reference",
+    default=None,
+    metavar="MODEL",
+    help="With several models: the reference of the perturbation grid's mCE (a model path, or a file name only "
+    "one model has) [default: the first model].",
+)
 @click.option("--workers", default=None, type=int, help="Image decoding threads [default: up to 4].")
 @click.option(
     "--strict", is_flag=True, help="Exit 1 when any analysis failed (it is recorded in the report either way)."
@@ -261,7 +268,8 @@ def main(ctx, paths, config_file, print_config, **flags):
     trustworthiness report (HTML, PDF, JSON, predictions.csv).
 
     DATA is a folder with one sub-folder per class, or a CSV file with path,label columns
-    (paths relative to the CSV). Several MODELs are audited one after the other, each into its own folder.
+    (paths relative to the CSV). Several MODELs are audited one after the other, each into its own folder
+    (written once all are audited: the perturbation grid's mCE compares each with the reference model).
     MODEL and DATA may instead come from the --config file (keys models and data).
     """
     if len(paths) == 1 or (not paths and not config_file and not print_config):
@@ -326,6 +334,7 @@ GENERAL_FLAGS = {
     "disable": "disabled",
     "only": "enabled",
     "enable": "enable",
+    "reference": "reference",
 }
 #: flags that set a section option: click parameter -> (section, option)
 SECTION_FLAGS = {
@@ -381,7 +390,7 @@ def _build(ctx: click.Context, paths: tuple[str, ...], config_file: str | None, 
         elif key in ("class_names", "disable", "only", "enable"):
             value = parse_csv_option(value)
             value = list(value) if value is not None else None
-        if value is None and key in ("workers", "resize", "crop", "channels", "class_names", "only"):
+        if value is None and key in ("workers", "resize", "crop", "channels", "class_names", "only", "reference"):
             continue
         if value is None and key in ("disable", "enable"):
             value = []

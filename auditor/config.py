@@ -70,6 +70,7 @@ FLAGS = {
     "enabled": "--only",
     "enable": "--enable",
     "disabled": "--disable",
+    "reference": "--reference",
 }
 
 
@@ -107,6 +108,7 @@ class AuditConfig:
     enabled: tuple[str, ...] | None = None
     enable: tuple[str, ...] = ()  # opt-in sections to run as well
     disabled: tuple[str, ...] = ()
+    reference: str | None = None  # the reference model of cross-model comparisons (mCE); None = the first
     sections: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -138,6 +140,11 @@ class AuditConfig:
     def options(self, name: str) -> Any:
         """The effective options of section ``name`` (its defaults when the configuration names none)."""
         return self.sections[name]
+
+    def reference_index(self) -> int:
+        """The index in ``model_paths`` of the reference model of cross-model comparisons (the first unless
+        ``reference`` names another)."""
+        return 0 if self.reference is None else _reference_index(self.reference, self.model_paths, "--reference")
 
     def is_enabled(self, name: str, default: bool = True) -> bool:
         """Whether section ``name`` runs: named in ``enabled`` (when given) or ``enable``, or on by ``default``
@@ -200,6 +207,30 @@ def _validate_general(v: Mapping[str, Any], where: Callable[[str], str]) -> None
         raise input_error(where("gallery_size"), f"{v['gallery_size']} is negative")
     if v["workers"] < 1:
         raise input_error(where("workers"), f"{v['workers']} is not a positive integer")
+    if v.get("reference") is not None and v.get("model_paths"):
+        _reference_index(v["reference"], v["model_paths"], where("reference"))
+
+
+def _reference_index(reference: str, model_paths: tuple[Path, ...], where: str) -> int:
+    """The model ``reference`` names: a path as given (or the same file), or a file name (or stem) that only
+    one of the models has."""
+    paths = [Path(p) for p in model_paths]
+    for i, p in enumerate(paths):
+        if str(p) == reference or Path(reference) == p:
+            return i
+    for i, p in enumerate(paths):
+        try:
+            if Path(reference).resolve() == p.resolve():
+                return i
+        except OSError:  # pragma: no cover - unresolvable paths simply do not match
+            pass
+    by_name = [i for i, p in enumerate(paths) if reference in (p.name, p.stem)]
+    if len(by_name) == 1:
+        return by_name[0]
+    given = ", ".join(str(p) for p in paths)
+    if by_name:
+        raise input_error(where, f"{reference!r} names {len(by_name)} of the models", expected=f"a path among {given}")
+    raise input_error(where, f"{reference!r} is not one of the audited models", expected=f"one of {given}")
 
 
 def _flag_of(section: str, key: str) -> str:
@@ -400,6 +431,7 @@ GENERAL_TYPES: dict[str, Any] = {
     "enabled": tuple[str, ...],
     "enable": tuple[str, ...],
     "disabled": tuple[str, ...],
+    "reference": str,
 }
 
 

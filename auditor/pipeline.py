@@ -97,6 +97,7 @@ def run_audit(
     ``report.artifacts.out_dir``; the CLI passes :func:`auditor.history.write_report`.
     """
     config.require_inputs()
+    config.reference_index()  # --reference names one of the models (checked before any model time)
     reg = sections or registry()
     index = discover(config.data_path)
     if not index.samples:
@@ -111,13 +112,58 @@ def run_audit(
         setup = SetupContext(config, index, pm.mapping.model_classes, pm.path)
         for section in enabled:
             pm.plans[section.name] = section.setup(config.options(section.name), setup)
-    reports = []
-    for pm in prepared:
-        report = audit_model(config, pm, index, progress, enabled=enabled, registry=reg)
+    reports = [audit_model(config, pm, index, progress, enabled=enabled, registry=reg) for pm in prepared]
+    if len(reports) > 1:
+        reports = compare_models(reports, prepared, config.reference_index(), enabled, reg)
+    for report in reports:  # each report written whole (write_report moves a finished folder into place)
         if write:
             report.artifacts.out_dir = write(report, config)
-        reports.append(report)
     return reports
+
+
+def compare_models(
+    reports: Sequence[AuditReport],
+    prepared: Sequence[PreparedModel],
+    reference: int,
+    enabled: Sequence[Any],
+    reg: Registry,
+) -> list[AuditReport]:
+    """The cross-model step of a run that audits several models: every enabled section's ``across_models``
+    sees its results of all models (None where it did not run) and may replace them; a report whose results
+    changed gets its summary rebuilt. A section that raises here is recorded as a failure of every report."""
+    names = [pm.path.name for pm in prepared]
+    if len(set(names)) < len(names):  # two models with one file name: name them by their paths
+        names = [str(pm.path) for pm in prepared]
+    results = [dict(r.results) for r in reports]
+    failures = [list(r.failures) for r in reports]
+    changed = [False] * len(reports)
+    for section in enabled:
+        before = [res.get(section.name) for res in results]
+        try:
+            after = list(section.across_models(before, names, reference))
+        except Exception as exc:
+            for f in failures:
+                f.append(Failure(f"{section.name} (across models)", describe_exception(exc)))
+            changed = [True] * len(reports)
+            continue
+        for i, (old, new) in enumerate(zip(before, after)):
+            if new is not old:
+                changed[i] = True
+                if new is None:
+                    results[i].pop(section.name, None)
+                else:
+                    results[i][section.name] = new
+    return [
+        dataclasses.replace(
+            report,
+            results=results[i],
+            failures=tuple(failures[i]),
+            summary=build_summary(reg, results[i], failures[i], pm),
+        )
+        if changed[i]
+        else report
+        for i, (report, pm) in enumerate(zip(reports, prepared))
+    ]
 
 
 def _labels_with_images(index: DatasetIndex) -> list[str]:

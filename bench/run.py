@@ -3,6 +3,7 @@
     python -m bench.run              # full: 20,000 generated images (~5-8 min on 2 cores)
     python -m bench.run --quick      # small: 2,000 images (~2 min)
     python -m bench.run --images 5000 --out bench/results --data-dir /tmp/wbc-bench-data
+    python -m bench.run --grid-only  # only the perturbation grid's rows (~5 min)
 
 What it measures (all on synthetic 96x96 PNGs from ``sample_data.generator`` and the sample model
 ``model_zoo/pretrained/wbc5_small_cnn.keras``):
@@ -17,6 +18,9 @@ What it measures (all on synthetic 96x96 PNGs from ``sample_data.generator`` and
 3. Peak RSS of whole CLI audits (``--format json,html --quiet``) of 2,000 and ``--images`` files, minus
    the baseline of a process that only imported TensorFlow, loaded the model and ran one batch.
 4. The analysis timings (``timings_seconds`` of audit.json) of the big audit.
+5. The perturbation grid (:mod:`bench.grid`): the section's loop (perturbing overlapped with inference)
+   against bare ``model.predict`` on pre-perturbed arrays, for the sample model and a 128-px zoo model
+   (``--grid-only``: these rows alone).
 
 Results: a table on stdout and ``<out>/bench.json``. Temporary folders are removed (unless
 ``--data-dir`` is given: the generated images are then kept there and reused by the next run).
@@ -659,6 +663,7 @@ def build_table(r: dict, args) -> list[dict]:
     if "generate" in r["errors"]:
         err("data generation", "generate")
     _add_real_rows(r, rows)
+    _add_grid_rows(r, rows)
     return rows
 
 
@@ -703,6 +708,68 @@ def main_real_only(args, t_start: float) -> int:
         print_table(rows)
     print(f"\nresults: {out_json}")
     return 1 if any(row["status"] in ("FAIL", "ERROR") for row in rows) else 0
+
+
+def run_grid(n: int, reps: int) -> dict:
+    from bench.grid import grid_bench
+
+    return grid_bench(n, reps, log=log)
+
+
+def main_grid_only(args, t_start: float) -> int:
+    """``--grid-only``: the perturbation-grid rows alone, written to ``<out>/bench.json`` under ``grid``."""
+    r: dict = {
+        "meta": {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "argv": sys.argv[1:],
+            "grid_only": True,
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "loadavg_start": loadavg(),
+        },
+        "errors": {},
+    }
+    try:
+        r["grid"] = run_grid(args.grid_images, 3)
+    except Exception as exc:
+        r["errors"]["grid"] = f"{type(exc).__name__}: {exc}\n" + traceback.format_exc(limit=3)
+    r["meta"]["loadavg_end"] = loadavg()
+    r["meta"]["bench_seconds"] = round(time.perf_counter() - t_start, 1)
+    rows: list[dict] = []
+    _add_grid_rows(r, rows)
+    r["table"] = [{k: v for k, v in row.items() if k != "text"} | {"value_text": row["text"]} for row in rows]
+    out_json = args.out / "bench.json"
+    out_json.write_text(json.dumps(r, indent=2, default=str) + "\n", encoding="utf-8")
+    print(
+        f"\nwbc-audit bench (perturbation grid only; {os.cpu_count()} CPUs; load avg {r['meta']['loadavg_start']} "
+        f"-> {r['meta']['loadavg_end']}; {r['meta']['bench_seconds']:.0f} s)"
+    )
+    if rows:
+        print_table(rows)
+    print(f"\nresults: {out_json}")
+    return 1 if any(row["status"] in ("FAIL", "ERROR") for row in rows) else 0
+
+
+def _add_grid_rows(r: dict, rows: list[dict]) -> None:
+    from bench.grid import table_rows
+
+    def add(metric, value, unit="", target="", ok=None, fmt="{:.1f}"):
+        text = (fmt.format(value) + (f" {unit}" if unit else "")) if isinstance(value, (int, float)) else str(value)
+        rows.append({"metric": metric, "value": value, "text": text, "target": target, "status": status(ok)})
+
+    if "grid" in r["errors"]:
+        rows.append(
+            {
+                "metric": "perturbation grid",
+                "value": None,
+                "text": "ERROR",
+                "target": "",
+                "status": "ERROR",
+                "error": r["errors"]["grid"].splitlines()[-1][:200],
+            }
+        )
+    else:
+        table_rows(r.get("grid"), add)
 
 
 def _add_real_rows(r: dict, rows: list[dict]) -> None:
@@ -760,6 +827,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--real-images", type=int, default=1000, help="real files timed (repeats past 803) [1000]")
     ap.add_argument(
+        "--grid-only", action="store_true", help="only the perturbation-grid rows (sample model, 128-px zoo model)"
+    )
+    ap.add_argument("--grid-images", type=int, default=200, help="images per grid cell in the grid rows [200]")
+    ap.add_argument(
         "--data-dir",
         type=Path,
         default=None,
@@ -779,6 +850,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.real_only:
         return main_real_only(args, t_start)
+    if args.grid_only:
+        return main_grid_only(args, t_start)
     tmp = Path(tempfile.mkdtemp(prefix="wbc-bench-"))
     data_root = args.data_dir or (tmp / "data")
     data_root.mkdir(parents=True, exist_ok=True)
@@ -866,6 +939,9 @@ def main(argv: list[str] | None = None) -> int:
 
         # 0. the real JPEGs (when WBC_REAL_DATA is set)
         r["real"] = section("real", run_real, args.real_images, reps)
+
+        # 5. the perturbation grid: perturbing overlapped with inference, against bare predict
+        r["grid"] = section("grid", run_grid, args.grid_images, reps)
 
         # 1. throughput, in this process (last, so the TF of this process does not sit beside the audits)
         log(f"throughput on {n_small} files: floor, clean pass, naive ({n_naive} images), stage profile")

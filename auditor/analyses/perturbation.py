@@ -181,6 +181,8 @@ class PerturbationResult:
     notes: tuple[str, ...]  # stated adjustments (sample size) and how the inputs were perturbed
     example_path: str  # the image of the example strip (relative to the data root)
     example_label: str
+    # mCE against the reference model when several models were audited in one run (None: a single model)
+    versus_reference: VersusReference | None = None
 
     def to_dict(self) -> dict:
         return jsonable(self)
@@ -190,6 +192,8 @@ class PerturbationResult:
         d = dict(d)
         d["cells"] = tuple(Cell.from_dict(c) for c in d["cells"])
         d["summaries"] = tuple(PerturbationSummary.from_dict(s) for s in d["summaries"])
+        vs = d.get("versus_reference")
+        d["versus_reference"] = None if vs is None else VersusReference.from_dict(vs)
         for key in (
             "class_names",
             "input_size",
@@ -286,27 +290,71 @@ def corruption_errors(accuracies: Sequence[float], clean_accuracy: float) -> tup
     return float(errs.mean()), float(errs.mean() - (1.0 - clean_accuracy))
 
 
-def mce(model: PerturbationResult, reference: PerturbationResult) -> dict:
-    """ImageNet-C's mean corruption error of ``model`` relative to ``reference`` (Hendrycks and Dietterich
-    2019): per perturbation CE = sum of errors over severities / the reference's; relative CE = sum of
-    (error - clean error) / the reference's; mCE and relative mCE are their means over the perturbations
-    both grids share (same severities required). Values in % of the reference (100 = as robust)."""
-    shared = [p for p in model.perturbations if p in reference.perturbations]
-    ce, rel = {}, {}
+@dataclass(frozen=True)
+class VersusReference:
+    """ImageNet-C's corruption errors of one model relative to a reference model audited in the same run
+    (Hendrycks and Dietterich 2019). With ``E[s, p]`` a grid's top-1 error at severity ``s`` of perturbation
+    ``p`` and ``E_clean`` its clean error (on its subsample):
+
+    * ``ce[p] = sum_s E[s, p] / sum_s E_ref[s, p]``; ``mce`` = mean of ``ce`` over the perturbations;
+    * ``relative_ce[p] = sum_s (E[s, p] - E_clean) / sum_s (E_ref[s, p] - E_ref_clean)``; ``relative_mce``
+      = its mean.
+
+    Ratios, 1.0 = as robust as the reference (ImageNet-C prints them as %). A ratio whose reference sum is
+    not positive (the reference makes no error, or loses nothing, under that perturbation) is None and left
+    out of the mean. Sums run over the severities and perturbations both grids have."""
+
+    reference: str  # the reference model (as its file name)
+    is_reference: bool  # this model is the reference (every ratio 1)
+    perturbations: tuple[str, ...]
+    severities: tuple[int, ...]
+    ce: tuple[float | None, ...]  # per perturbation, in the order of ``perturbations``
+    relative_ce: tuple[float | None, ...]
+    mce: float | None
+    relative_mce: float | None
+
+    def to_dict(self) -> dict:
+        return jsonable(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> VersusReference:
+        d = dict(d)
+        for key in ("perturbations", "severities", "ce", "relative_ce"):
+            d[key] = tuple(d[key])
+        return cls(**d)
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den > 0 else None
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
+def mce(
+    model: PerturbationResult, reference: PerturbationResult, *, reference_name: str, is_reference: bool = False
+) -> VersusReference:
+    """mCE and relative mCE of ``model`` against ``reference`` (see :class:`VersusReference`)."""
+    shared = tuple(p for p in model.perturbations if p in reference.perturbations)
+    sev = tuple(s for s in model.severities if s in reference.severities)
+    ce, rel = [], []
     for p in shared:
-        sev = [s for s in model.severities if s in reference.severities]
-        e_m = sum(1 - model.cell(p, s).accuracy for s in sev)
-        e_r = sum(1 - reference.cell(p, s).accuracy for s in sev)
-        ce[p] = e_m / e_r if e_r > 0 else float("nan")
-        r_m = sum((1 - model.cell(p, s).accuracy) - model.clean_error for s in sev)
-        r_r = sum((1 - reference.cell(p, s).accuracy) - reference.clean_error for s in sev)
-        rel[p] = r_m / r_r if r_r > 0 else float("nan")
-    return {
-        "ce": ce,
-        "relative_ce": rel,
-        "mce": float(np.nanmean(list(ce.values()))) if ce else float("nan"),
-        "relative_mce": float(np.nanmean(list(rel.values()))) if rel else float("nan"),
-    }
+        e_m = [1.0 - model.cell(p, s).accuracy for s in sev]
+        e_r = [1.0 - reference.cell(p, s).accuracy for s in sev]
+        ce.append(_ratio(sum(e_m), sum(e_r)))
+        rel.append(_ratio(sum(e - model.clean_error for e in e_m), sum(e - reference.clean_error for e in e_r)))
+    return VersusReference(
+        reference=reference_name,
+        is_reference=is_reference,
+        perturbations=shared,
+        severities=sev,
+        ce=tuple(ce),
+        relative_ce=tuple(rel),
+        mce=_mean(ce),
+        relative_mce=_mean(rel),
+    )
 
 
 def reading(

@@ -15,6 +15,10 @@ The pipeline calls, for every enabled section in registry order:
    ``None`` when there is nothing to report (the section is then absent from the report). An exception is
    recorded as a failed section; the rest of the report stands.
 
+When one run audits several models, every model is audited first; then every enabled section's
+``across_models(results, models, reference)`` may replace its results with ones that compare the models,
+and only then is each report written.
+
 Rendering calls ``figures(result)``, ``images(result)`` and the section's template partial; the summary
 collects ``summary(result)``. None of them computes a number.
 """
@@ -123,6 +127,14 @@ class Section:
     def run(self, ctx: SectionContext, options: Any) -> Any:
         """Compute the section's result from what the context offers (pure analyses do the arithmetic)."""
         raise NotImplementedError
+
+    def across_models(self, results: Sequence[Any], models: Sequence[str], reference: int) -> Sequence[Any]:
+        """When several models are audited in one run: called once all are audited and before any report is
+        written, with this section's result of every model (None where it did not run or failed), the models'
+        names and the index of the reference model (the first, or ``--reference``). Returns the results to
+        keep (the same ones by default); a section may add what needs the other models' results (the
+        perturbation grid's mCE against the reference)."""
+        return results
 
     # ------------------------------------------------------------------ presentation
     def figures(self, result: Any) -> dict[str, bytes]:

@@ -16,9 +16,11 @@ Perturbing runs in worker threads (OpenCV and numpy release the GIL) while the m
 from __future__ import annotations
 
 import collections
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -29,12 +31,13 @@ from ..analyses.perturbation import (
     cell_measures,
     cell_should_stop,
     corruption_errors,
+    mce,
     reading,
 )
 from ..analyses.perturbation import breaking_point as find_breaking_point
 from ..analyses.sequential import look_schedule, stratified_order
 from ..errors import input_error
-from ..perturb import NAMES, PERTURBATIONS, SEVERITIES, describe, image_key, parameter, perturb_image
+from ..perturb import NAMES, PERTURBATIONS, SEVERITIES, describe, image_key, parameter, perturb_batch, perturb_image
 from ..preprocess import scale_pixels
 from ..report import figures
 from .base import RANK_FINDINGS, Contribution, Section, Warning, Where
@@ -107,6 +110,8 @@ class PerturbationGridSection(Section):
     Options = PerturbationGridOptions
     needs = frozenset({"clean_pass", "extra_passes", "images"})
     template = "sections/perturbation_grid.html"
+    summary_template = "sections/perturbation_grid_summary.html"
+    summary_inline = True
     result_type = GridOutcome
 
     def setup(self, options: PerturbationGridOptions, ctx: SetupContext) -> None:
@@ -120,6 +125,20 @@ class PerturbationGridSection(Section):
 
     def run(self, ctx: SectionContext, options: PerturbationGridOptions) -> GridOutcome:
         return run_grid(ctx, options)
+
+    def across_models(self, results: Sequence[Any], models: Sequence[str], reference: int) -> Sequence[Any]:
+        """Each model's mCE and relative mCE against the reference model's grid (ImageNet-C)."""
+        ref = results[reference]
+        if ref is None or sum(r is not None for r in results) < 2:
+            return results
+        out: list[Any] = []
+        for i, outcome in enumerate(results):
+            if outcome is None:
+                out.append(None)
+                continue
+            vs = mce(outcome.grid, ref.grid, reference_name=models[reference], is_reference=i == reference)
+            out.append(GridOutcome(dataclasses.replace(outcome.grid, versus_reference=vs), outcome.strip))
+        return out
 
     def figures(self, outcome: GridOutcome) -> dict[str, bytes]:
         r = outcome.grid
@@ -137,12 +156,16 @@ class PerturbationGridSection(Section):
     def summary(self, outcome: GridOutcome) -> Contribution:
         r = outcome.grid
         worst = r.cell(*r.worst)
-        headline = {
+        headline: dict[str, Any] = {
             "robust_accuracy": r.robust_accuracy,
             "perturbation_breaking_points": {
                 s.perturbation: (s.breaking.severity if s.breaking.reached else None) for s in r.summaries
             },
         }
+        if r.versus_reference is not None:
+            headline["perturbation_mce"] = r.versus_reference.mce
+            headline["perturbation_relative_mce"] = r.versus_reference.relative_mce
+            headline["perturbation_mce_reference"] = r.versus_reference.reference
         warnings = []
         early = [s for s in r.summaries if s.breaking.reached and s.breaking.severity is not None]
         early = [s for s in early if (s.breaking.severity or 0.0) <= 2]
@@ -177,6 +200,46 @@ def _to_model(x255: np.ndarray, settings: Mapping[str, str], channels_in: int) -
     elif settings["channels"] == "bgr":
         x255 = x255[..., ::-1]
     return scale_pixels(x255, settings["scaling"])
+
+
+def perturbed_forward(
+    pool: Executor,
+    unit: np.ndarray,
+    keys: Sequence[int],
+    cells: Sequence[tuple[str, int]],
+    *,
+    seed: int,
+    batch: int,
+    ahead: int,
+    to_model: Callable[[np.ndarray], np.ndarray],
+    forward: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+) -> Iterator[tuple[tuple[str, int], int, int, np.ndarray]]:
+    """Every cell over the images ``unit`` (n, h, w, 3) in [0, 1], in batches: perturbed (and turned into the
+    model's input by ``to_model``, which gets pixels in [0, 255]) in ``pool``'s threads, at most ``ahead``
+    batches in flight, while this thread runs ``forward`` on the batch before. Yields ``(cell, lo, hi, probs)``
+    in cell order, batch by batch (rows ``lo:hi`` of ``unit``). The bench times this very loop."""
+
+    def make(job):
+        (p, s), lo, hi = job
+        x = perturb_batch(unit[lo:hi], p, s, keys=keys[lo:hi], seed=seed) * np.float32(255.0)
+        return to_model(x)
+
+    n = len(unit)
+    jobs = [(cell, lo, min(lo + batch, n)) for cell in cells for lo in range(0, n, batch)]
+    pending: collections.deque = collections.deque()
+    it = iter(jobs)
+    for job in it:  # keep a bounded number of perturbed batches in flight
+        pending.append((job, pool.submit(make, job)))
+        if len(pending) >= max(1, ahead):
+            break
+    while pending:
+        job, fut = pending.popleft()
+        nxt = next(it, None)
+        if nxt is not None:
+            pending.append((nxt, pool.submit(make, nxt)))
+        p_batch, _ = forward(fut.result())
+        cell, lo, hi = job
+        yield cell, lo, hi, p_batch
 
 
 def run_grid(ctx: SectionContext, options: PerturbationGridOptions, *, keep_strip: bool = True) -> GridOutcome:
@@ -214,30 +277,17 @@ def run_grid(ctx: SectionContext, options: PerturbationGridOptions, *, keep_stri
             rows = order[start:stop]
             raw = _load_rgb(ctx, rows, c_in)  # (n, h, w, 3) float [0, 255] at input size
             unit = raw / np.float32(255.0)
-            chunk_keys = keys[start:stop]
-
-            def make(job, unit=unit, chunk_keys=chunk_keys):
-                (p, s), lo, hi = job
-                x = np.stack(
-                    [perturb_image(unit[i], p, s, key=chunk_keys[i], seed=ctx.seed) for i in range(lo, hi)]
-                ) * np.float32(255.0)
-                return _to_model(x, settings, c_in)
-
-            jobs = [(cell, lo, min(lo + batch, len(rows))) for cell in active for lo in range(0, len(rows), batch)]
-            pending: collections.deque = collections.deque()
-            it = iter(jobs)
-            for job in it:  # keep a bounded number of perturbed batches in flight
-                pending.append((job, pool.submit(make, job)))
-                if len(pending) >= 2 * workers:
-                    break
-            while pending:
-                job, fut = pending.popleft()
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending.append((nxt, pool.submit(make, nxt)))
-                x = fut.result()
-                p_batch, _ = ctx.model.forward(x)
-                cell, lo, hi = job
+            for cell, lo, hi, p_batch in perturbed_forward(
+                pool,
+                unit,
+                keys[start:stop],
+                active,
+                seed=ctx.seed,
+                batch=batch,
+                ahead=2 * workers,
+                to_model=lambda x: _to_model(x, settings, c_in),
+                forward=ctx.model.forward,
+            ):
                 probs[cell][start + lo : start + hi] = p_batch
                 passes += hi - lo
                 bar.update(hi - lo)
