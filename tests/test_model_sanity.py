@@ -214,7 +214,8 @@ def test_constant_output_model_is_flagged_first_and_boxed(tmp_path, colours):
     assert report["results"]["classification"]["accuracy"] == pytest.approx(1 / 3)
     html = (folder / "report.html").read_text()
     assert 'id="model-broken"' in html and "THE MODEL LOOKS BROKEN" in html
-    assert html.index('id="model-broken"') < html.index("Accuracy")
+    # at the top of the summary: after its heading, before the headline cards
+    assert html.index('<section id="summary">') < html.index('id="model-broken"') < html.index('class="cards"')
 
 
 def test_bias_only_output_is_flagged(tmp_path, colours):
