@@ -170,6 +170,17 @@ def _labels_with_images(index: DatasetIndex) -> list[str]:
     return [lab for lab, n in index.counts().items() if n > 0]
 
 
+def _decided(
+    option: str | None, flag: str, from_sidecar: str | None, default: str, default_text: str
+) -> tuple[str, str]:
+    """A preprocessing setting and where it came from: the option, else the sidecar, else the default."""
+    if option:
+        return option, flag
+    if from_sidecar:
+        return from_sidecar, "sidecar"
+    return default, default_text
+
+
 def prepare_model(config: AuditConfig, path: Path, index: DatasetIndex) -> PreparedModel:
     """Load the model and decide class order, scaling and resize. Raises InputError on any mismatch."""
     from .model import KerasClassifier  # TensorFlow is imported here, not at package import
@@ -203,24 +214,21 @@ def prepare_model(config: AuditConfig, path: Path, index: DatasetIndex) -> Prepa
         scaling, scaling_source = "raw", "auto: the model starts with its own Rescaling/Normalization layer"
     else:
         scaling, scaling_source = "unit", "auto: default (no sidecar, no rescaling layer in the model)"
-    if config.resize:
-        resize, resize_source = config.resize, "--resize"
-    elif sidecar and sidecar.resize:
-        resize, resize_source = sidecar.resize, "sidecar"
-    else:
-        resize, resize_source = DEFAULT_RESIZE, "default (as keras.utils.image_dataset_from_directory)"
-    if config.crop:
-        crop, crop_source = config.crop, "--crop"
-    elif sidecar and sidecar.crop:
-        crop, crop_source = sidecar.crop, "sidecar"
-    else:
-        crop, crop_source = DEFAULT_CROP, "default (no crop)"
-    if config.channels:
-        channels, channels_source = config.channels, "--channels"
-    elif sidecar and sidecar.channel_order:
-        channels, channels_source = sidecar.channel_order, "sidecar"
-    else:
-        channels, channels_source = DEFAULT_CHANNELS, "default (RGB, as every Keras loader)"
+    resize, resize_source = _decided(
+        config.resize,
+        "--resize",
+        sidecar and sidecar.resize,
+        DEFAULT_RESIZE,
+        "default (as keras.utils.image_dataset_from_directory)",
+    )
+    crop, crop_source = _decided(config.crop, "--crop", sidecar and sidecar.crop, DEFAULT_CROP, "default (no crop)")
+    channels, channels_source = _decided(
+        config.channels,
+        "--channels",
+        sidecar and sidecar.channel_order,
+        DEFAULT_CHANNELS,
+        "default (RGB, as every Keras loader)",
+    )
     return PreparedModel(
         path,
         adapter,
