@@ -173,3 +173,30 @@ def test_compute_sites_reading_says_what_every_number_is(site_conf, words):
     )
     assert r.rows[1].confidence_drop == pytest.approx(0.9 - site_conf)
     assert words in r.reading[2], r.reading
+
+
+def test_reading_names_no_furthest_site_when_none_can_be_told_apart():
+    """Identical features at every site: no shift score above 0.00, so no site is called the furthest."""
+    rng = np.random.default_rng(3)
+    n, k = 200, 3
+    y = np.arange(n) % k
+    probs = np.full((n, k), 0.1)
+    probs[np.arange(n), y] = 0.8
+    feats = rng.normal(size=(n, 4))
+    r = compute_sites(
+        SiteData("internal", y, probs, feats),
+        [SiteData("a", y, probs, feats.copy()), SiteData("b", y, probs, feats.copy())],
+        class_names=list("abc"),
+        n_bootstrap=0,
+    )
+    assert all(round(row.shift_score, 2) == 0 for row in r.rows[1:])
+    assert r.reading[1].startswith("No external site can be told apart from the internal images")
+    assert not any("furthest" in line for line in r.reading)
+    # a site that can be told apart is still named
+    r2 = compute_sites(
+        SiteData("internal", y, probs, feats),
+        [SiteData("far", y, probs, feats + 4)],
+        class_names=list("abc"),
+        n_bootstrap=0,
+    )
+    assert r2.reading[1].startswith("The site furthest from the internal images by the model's own features is far")

@@ -203,10 +203,16 @@ def _reading(rows: list[SiteRow], furthest: str | None) -> tuple[str, ...]:
         else f"Internal accuracy {internal.metrics.accuracy:.1%}; no external site scores lower."
     )
     far = next(r for r in rows if r.name == furthest)
-    lines.append(
-        f"The site furthest from the internal images by the model's own features is {far.name} "
-        f"(shift score {far.shift_score:.2f}; 0 = indistinguishable, 1 = completely different)."
-    )
+    if round(far.shift_score, 2) == 0:  # no "furthest" site to name: every score reads 0.00
+        lines.append(
+            "No external site can be told apart from the internal images by the model's own features (every "
+            "shift score is 0.00; 0 = indistinguishable, 1 = completely different)."
+        )
+    else:
+        lines.append(
+            f"The site furthest from the internal images by the model's own features is {far.name} "
+            f"(shift score {far.shift_score:.2f}; 0 = indistinguishable, 1 = completely different)."
+        )
     for r in rows[1:]:
         if r.accuracy_gap > 0.05:
             acc = f"accuracy falls {r.accuracy_gap * 100:.1f} points"
