@@ -374,7 +374,7 @@ def _build(ctx: click.Context, paths: tuple[str, ...], config_file: str | None, 
         table_where = file_table_where
     options = {
         **options,
-        "sections": {name: dict(table) for name, table in options.get("sections", {}).items()}
+        "sections": {name: dict(t) if isinstance(t, dict) else t for name, t in options.get("sections", {}).items()}
         if isinstance(options.get("sections", {}), dict)
         else options.get("sections"),
     }
@@ -414,9 +414,9 @@ def _build(ctx: click.Context, paths: tuple[str, ...], config_file: str | None, 
                 dup = next(n for n in names if names.count(n) > 1)
                 raise input_error("--external", f"two sites are named {dup!r}", expected="a distinct name per site")
         sections = options.setdefault("sections", {})
-        if not isinstance(sections, dict):
-            break
-        sections.setdefault(section, {})[name] = value
+        if not isinstance(sections, dict) or not isinstance(sections.setdefault(section, {}), dict):
+            continue  # a malformed file: build_config names it
+        sections[section][name] = value
     return build_config(options, where=where, section_where=section_where, table_where=table_where)
 
 

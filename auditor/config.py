@@ -317,7 +317,7 @@ def _section_options(
             opts = options_from_mapping(opts_type, given, _bind(where, section.name), table_where(section.name))
         else:
             raise input_error(
-                table_where(section.name), f"is a {type(given).__name__}", expected="a table of the section's options"
+                table_where(section.name), f"is {_describe(given)}", expected="a table of the section's options"
             )
         if hasattr(opts, "validate"):
             opts.validate(_bind(where, section.name))

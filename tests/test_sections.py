@@ -147,6 +147,8 @@ def _write(path: Path, text: str) -> Path:
         ("batch_size = 0\n", ["batch_size (line 1)", "not a positive integer"]),
         ('[sections.external_sites]\nfull = "yes"\n', ["[sections.external_sites] full (line 2)", "true or false"]),
         ("seed = [1\n", ["is not valid TOML"]),
+        ("[sections]\nfisher = 3\n", ["[sections.fisher]", "is 3 (a number)", "a table of the section's options"]),
+        ("sections = 3\n", ["sections", "is 3 (a number)", "a table of section tables"]),
     ],
 )
 def test_bad_config_file_is_one_line_naming_file_key_and_line(tmp_path, text, needles):
