@@ -25,6 +25,9 @@ from .config import (
     parse_csv_option,
     to_toml,
 )
+from .config import (
+    SECTION_FLAGS as CONFIG_SECTION_FLAGS,
+)
 from .errors import EXIT_AUDIT_FAILED, EXIT_BAD_INPUT, EXIT_OK, AuditError, input_error
 from .perturb import NAMES
 
@@ -63,7 +66,6 @@ def _fail(message: str, code: int) -> None:
 )
 @click.option(
     "--out",
-    "out_dir",
     default="audits",
     show_default=True,
     metavar="DIR",
@@ -71,7 +73,6 @@ def _fail(message: str, code: int) -> None:
 )
 @click.option(
     "--format",
-    "formats",
     default=",".join(FORMAT_CHOICES),
     show_default=True,
     metavar="LIST",
@@ -126,11 +127,17 @@ def _fail(message: str, code: int) -> None:
 )
 @click.option(
     "--bootstrap",
-    "n_bootstrap",
     default=1000,
     show_default=True,
     type=int,
     help="Bootstrap resamples for confidence intervals (0 turns them off).",
+)
+@click.option(
+    "--gallery-size",
+    default=12,
+    show_default=True,
+    type=int,
+    help="Images in each gallery (most confident mistakes, highest Fisher scores).",
 )
 @click.option(
     "--preprocess-check-samples",
@@ -315,44 +322,15 @@ def main(ctx, paths, config_file, print_config, **flags):
     sys.exit(EXIT_OK)
 
 
-#: flags that set a general option: click parameter -> option name
-GENERAL_FLAGS = {
-    "out_dir": "out",
-    "formats": "format",
-    "batch_size": "batch_size",
-    "seed": "seed",
-    "preprocess": "preprocess",
-    "resize": "resize",
-    "crop": "crop",
-    "channels": "channels",
-    "class_names": "class_names",
-    "unsafe_deserialization": "unsafe_deserialization",
-    "n_bootstrap": "bootstrap",
-    "workers": "workers",
-    "strict": "strict",
-    "quiet": "quiet",
-    "disable": "disabled",
-    "only": "enabled",
-    "enable": "enable",
-    "reference": "reference",
-}
-#: flags that set a section option: click parameter -> (section, option)
-SECTION_FLAGS = {
-    "preprocess_check_samples": ("preprocessing_check", "samples"),
-    "check_space": ("preprocessing_check", "space"),
-    "fisher_threshold": ("fisher", "threshold"),
-    "cam_layer": ("gradcam", "layer"),
-    "cam_method": ("gradcam", "method"),
-    "target_accuracy": ("selective_prediction", "target_accuracies"),
-    "external": ("external_sites", "sites"),
-    "sites_full": ("external_sites", "full"),
-    "perturbations": ("perturbation_grid", "perturbations"),
-    "perturb_severities": ("perturbation_grid", "severities"),
-    "perturb_samples": ("perturbation_grid", "samples"),
-    "perturb_precision": ("perturbation_grid", "precision"),
-    "breaking_drop": ("perturbation_grid", "breaking_drop"),
-    "perturb_full_grid": ("perturbation_grid", "adaptive"),
-}
+def _param(flag: str) -> str:
+    """The click parameter of a long flag (``--fisher-threshold`` -> ``fisher_threshold``)."""
+    return flag.removeprefix("--").replace("-", "_")
+
+
+#: flags that set a general option: click parameter -> option name (one table of truth: config.FLAGS)
+GENERAL_FLAGS = {_param(flag): option for option, flag in FLAGS.items() if flag.startswith("--")}
+#: flags that set a section option: click parameter -> (section, option) (one table: config.SECTION_FLAGS)
+SECTION_FLAGS = {_param(flag): key for key, flag in CONFIG_SECTION_FLAGS.items()}
 
 
 def _build(ctx: click.Context, paths: tuple[str, ...], config_file: str | None, flags: dict) -> AuditConfig:
@@ -385,7 +363,7 @@ def _build(ctx: click.Context, paths: tuple[str, ...], config_file: str | None, 
         if config_file and not _given(ctx, key):
             continue
         value = flags[key]
-        if key == "formats":
+        if key == "format":
             value = list(parse_csv_option(value) or ())
         elif key in ("class_names", "disable", "only", "enable"):
             value = parse_csv_option(value)

@@ -40,6 +40,15 @@ def test_version_and_help():
         assert word in r.stdout
 
 
+def test_every_flag_named_in_the_config_tables_is_an_option():
+    """Error messages name flags from config.FLAGS and config.SECTION_FLAGS; the CLI derives its flag tables
+    from them, so each must be a real option of the command."""
+    from auditor import cli
+
+    params = {p.name for p in main.params}
+    assert set(cli.GENERAL_FLAGS) <= params and set(cli.SECTION_FLAGS) <= params
+
+
 def test_only_one_path_is_a_usage_error(colour_data):
     assert_one_error(invoke(colour_data), 2, "MODEL DATA")
 
