@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import input_error
+from .preprocess import SCALINGS
 from .resize import PLAIN_NAMES, check_channels, check_crop, check_resize
 
-PREPROCESS_CHOICES = ("auto", "unit", "raw", "symmetric", "caffe", "torch")
+PREPROCESS_CHOICES = ("auto", *SCALINGS)
 RESIZE_CHOICES = PLAIN_NAMES  # the tf.image.resize names the preprocessing check tries; --resize takes every
 # name of auditor.resize.METHODS. DEFAULT_RESIZE (bilinear) is keras.utils.image_dataset_from_directory's.
 FORMAT_CHOICES = ("html", "pdf", "json")

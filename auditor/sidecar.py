@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import input_error
+from .preprocess import SCALINGS
 from .resize import CHANNELS, METHODS, parse_crop, resize_choices_text
 
-SCALINGS = ("unit", "raw", "symmetric", "caffe", "torch")
 KNOWN_KEYS = {
     "schema_version",
     "class_names",

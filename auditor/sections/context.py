@@ -76,6 +76,11 @@ class ModelAccess:
         return self._pm.adapter.info
 
     @property
+    def single_output(self) -> bool:
+        """A binary model with one sigmoid/logit output unit, read as two classes [1 - s, s]."""
+        return bool(getattr(self._pm.adapter, "binary", False))
+
+    @property
     def n_outputs(self) -> int:
         return int(self._pm.adapter.n_outputs)
 

@@ -20,7 +20,6 @@ from ..report import figures
 from .base import RANK_FINDINGS, Contribution, ImageRef, Section, Warning, Where
 from .common import predictions_table
 from .context import CleanPass, SectionContext, SetupContext
-from .fisher import SINGLE_OUTPUT_TYPES
 
 
 def safe_name(name: str) -> str:
@@ -195,7 +194,7 @@ class ExternalSitesSection(Section):
                             features=s.features_or_none,
                             threshold=fisher_opts.threshold,
                             n_top=0,
-                            single_output=ctx.model.info.output_type in SINGLE_OUTPUT_TYPES,
+                            single_output=ctx.model.single_output,
                         ),
                         calibration=ctx.attempt(
                             f"calibration ({plan.name})",

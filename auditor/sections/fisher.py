@@ -13,9 +13,6 @@ from .base import ImageRef, Section, Where
 from .common import GalleryItem, gallery, gallery_images
 from .context import SectionContext
 
-#: ``ModelInfo.output_type`` of binary models with one output unit (see auditor.model)
-SINGLE_OUTPUT_TYPES = ("sigmoid (binary)", "logit (binary)")
-
 
 @dataclass(frozen=True)
 class FisherOptions:
@@ -48,7 +45,7 @@ class FisherSection(Section):
     def run(self, ctx: SectionContext, options: FisherOptions) -> FisherOutcome:
         cp = ctx.clean
         features = cp.features_or_none
-        single = ctx.model.info.output_type in SINGLE_OUTPUT_TYPES
+        single = ctx.model.single_output
         result = compute_fisher(
             cp.y_true,
             cp.probs,
