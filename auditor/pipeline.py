@@ -331,16 +331,7 @@ def audit_model(
     columns: dict[str, np.ndarray] = {}
     tables = {}
     for section in enabled:
-        ctx = SectionContext(
-            config=config,
-            index=index,
-            class_names=names,
-            clean=cp,
-            model=model,
-            plan=pm.plans.get(section.name),
-            results=dict(results),
-            progress=progress,
-        )
+        ctx = _context(config, pm, index, cp, model, section.name, progress, results)
         t = time.perf_counter()
         try:
             result = section.run(ctx, config.options(section.name))
@@ -421,16 +412,31 @@ def run_section(
     configuration's options of that section. Exceptions propagate."""
     section = registry().get(name)
     opts = dataclasses.replace(config.options(name), **options) if options else config.options(name)
-    ctx = SectionContext(
+    ctx = _context(config, pm, index, cp, model_access(pm, index, cp, config, progress), name, progress, {})
+    return section.run(ctx, opts)
+
+
+def _context(
+    config: AuditConfig,
+    pm: PreparedModel,
+    index: DatasetIndex,
+    cp: CleanPass,
+    model: ModelAccess,
+    name: str,
+    progress: Progress,
+    results: dict[str, Any],
+) -> SectionContext:
+    """What section ``name`` may use: the clean pass, the model's narrow view, its set-up plan, earlier results."""
+    return SectionContext(
         config=config,
         index=index,
         class_names=pm.mapping.model_classes,
         clean=cp,
-        model=model_access(pm, index, cp, config, progress),
+        model=model,
         plan=pm.plans.get(name),
+        results=dict(results),
         progress=progress,
     )
-    return section.run(ctx, opts)
 
 
 def _decoder_for(resize: str) -> Any:

@@ -424,6 +424,13 @@ def risk_coverage_curve(s: SelectiveResult) -> bytes:
         return _png(fig)
 
 
+def _share_heatmap(ax: Any, values: np.ndarray, annot: np.ndarray, **kwargs: Any) -> None:
+    """A heatmap of shares in [0, 1] (recall, accuracy): red to green, annotated cells, white grid lines."""
+    sns.heatmap(
+        values, ax=ax, annot=annot, fmt="", cmap="RdYlGn", vmin=0, vmax=1, linewidths=0.5, linecolor="white", **kwargs
+    )
+
+
 def site_recall_heatmap(s: SitesResult) -> bytes:
     """Recall per class (columns) and site (rows); blank where a site has no image of a class."""
     names = s.class_names
@@ -434,16 +441,10 @@ def site_recall_heatmap(s: SitesResult) -> bytes:
     with matplotlib.rc_context(STYLE):
         fig = _new(min(7.0, 2.2 + 0.85 * len(names)), 1.2 + 0.45 * len(s.rows))
         ax = fig.add_subplot()
-        sns.heatmap(
+        _share_heatmap(
+            ax,
             values,
-            ax=ax,
-            annot=annot,
-            fmt="",
-            cmap="RdYlGn",
-            vmin=0,
-            vmax=1,
-            linewidths=0.5,
-            linecolor="white",
+            annot,
             xticklabels=list(names) if len(names) > 5 else [_short(n, 12) for n in names],
             yticklabels=[f"{row.name} (n={row.n_images})" for row in s.rows],
             cbar_kws={"label": "recall"},
@@ -519,16 +520,10 @@ def perturbation_heatmap(r: Any) -> bytes:
     with matplotlib.rc_context(STYLE):
         fig = _new(1.9 + 0.8 * len(cols), 0.9 + 0.42 * len(r.perturbations))
         ax = fig.add_subplot()
-        sns.heatmap(
+        _share_heatmap(
+            ax,
             values,
-            ax=ax,
-            annot=annot,
-            fmt="",
-            cmap="RdYlGn",
-            vmin=0,
-            vmax=1,
-            linewidths=0.5,
-            linecolor="white",
+            annot,
             xticklabels=cols,
             yticklabels=[_perturbation_label(p) for p in r.perturbations],
             cbar_kws={"label": "accuracy", "shrink": 0.7},

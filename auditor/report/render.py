@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 
-from .document import AuditReport
+from .document import AuditReport, _registry
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from ..sections import Registry
@@ -118,14 +118,6 @@ def make_thumbnails(
 def _data_root(report: AuditReport) -> str:
     path = Path(report.dataset.get("path", "."))
     return str(path.parent if report.dataset.get("source") == "csv" else path)
-
-
-def _registry(sections: Registry | None) -> Registry:
-    if sections is not None:
-        return sections
-    from ..sections import registry
-
-    return registry()
 
 
 def json_text(report: AuditReport) -> str:
