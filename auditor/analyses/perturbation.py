@@ -184,6 +184,11 @@ class PerturbationResult:
     # mCE against the reference model when several models were audited in one run (None: a single model)
     versus_reference: VersusReference | None = None
 
+    @property
+    def pass_share(self) -> float:
+        """Forward passes used as a share of the full grid's (NaN for an empty grid)."""
+        return self.forward_passes / self.full_grid_passes if self.full_grid_passes else float("nan")
+
     def to_dict(self) -> dict:
         return jsonable(self)
 

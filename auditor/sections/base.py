@@ -25,6 +25,7 @@ collects ``summary(result)``. None of them computes a number.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -88,7 +89,7 @@ class NoOptions:
         """Nothing to check."""
 
 
-class Section:
+class Section(abc.ABC):
     """Base class of every report section. Subclasses set the class attributes and override methods."""
 
     #: identifier: the key in ``audit.json``'s ``results``, the config table ``[sections.<name>]``, the anchor
@@ -124,9 +125,11 @@ class Section:
         """Check inputs that need the loaded model, before any forward pass; return a plan for ``run``."""
         return None
 
+    @abc.abstractmethod
     def run(self, ctx: SectionContext, options: Any) -> Any:
-        """Compute the section's result from what the context offers (pure analyses do the arithmetic)."""
-        raise NotImplementedError
+        """Compute the section's result from what the context offers (pure analyses do the arithmetic).
+
+        Abstract: every section implements it (a plug-in without it fails to load and is recorded as such)."""
 
     def across_models(self, results: Sequence[Any], models: Sequence[str], reference: int) -> Sequence[Any]:
         """When several models are audited in one run: called once all are audited and before any report is
