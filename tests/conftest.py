@@ -76,6 +76,31 @@ def colour_model_path(tmp_path_factory) -> Path:
     return path
 
 
+def train_folder_loader_cnn(root: Path):
+    """A small CNN with its own Rescaling layer, trained 3 epochs through Keras's folder loader on colour
+    patches of mixed sizes (deliberately short: it makes mistakes). Returns (model, path of the saved model)."""
+    import keras
+
+    data = write_colour_folder(root / "train", n_per_class=20, size=(45, 37), seed=1, jitter=70)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((24, 24, 3)),
+            keras.layers.Rescaling(1 / 255.0),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    train_ds = keras.utils.image_dataset_from_directory(data, image_size=(24, 24), batch_size=16, seed=0, verbose=False)
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
+    model.fit(train_ds, epochs=3, verbose=0)
+    path = root / "trained.keras"
+    model.save(path)
+    return model, path
+
+
 def run_cli(*args, cwd=None, timeout=600, env=None) -> subprocess.CompletedProcess:
     """Run the installed console script (falls back to ``python -m auditor.cli``)."""
     exe = shutil.which("wbc-audit", path=str(Path(sys.executable).parent))

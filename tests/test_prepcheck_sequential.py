@@ -236,7 +236,7 @@ from auditor.data import discover
 from auditor.pipeline import clean_pass, prepare_model, run_section
 from auditor.preprocess import SCALINGS
 from auditor.progress import QUIET
-from tests.conftest import write_colour_folder
+from tests.conftest import train_folder_loader_cnn, write_colour_folder
 
 
 @pytest.fixture(scope="module")
@@ -244,24 +244,8 @@ def trained(tmp_path_factory):
     """As tests/test_keras_parity.py: a small CNN with its own Rescaling layer trained through Keras's
     folder loader on images of mixed sizes, briefly (it makes mistakes); a larger test folder."""
     root = tmp_path_factory.mktemp("seqcheck")
-    data = write_colour_folder(root / "train", n_per_class=20, size=(45, 37), seed=1, jitter=70)
+    _, path = train_folder_loader_cnn(root)
     test = write_colour_folder(root / "test", n_per_class=100, size=(61, 29), seed=2, jitter=70)
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((24, 24, 3)),
-            keras.layers.Rescaling(1 / 255.0),
-            keras.layers.Conv2D(4, 3, activation="relu"),
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(8, activation="relu"),
-            keras.layers.Dense(3, activation="softmax"),
-        ]
-    )
-    train_ds = keras.utils.image_dataset_from_directory(data, image_size=(24, 24), batch_size=16, seed=0, verbose=False)
-    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
-    model.fit(train_ds, epochs=3, verbose=0)
-    path = root / "trained.keras"
-    model.save(path)
     return path, test
 
 
