@@ -41,6 +41,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -676,13 +677,14 @@ def run_real(n: int, reps: int) -> dict:
     return res
 
 
-def main_real_only(args, t_start: float) -> int:
-    """``--real-only``: the real-JPEG rows alone, written to ``<out>/bench.json`` under ``real``."""
+def main_only(args, t_start: float, *, key: str, title: str, run: Callable[[], dict], add_rows: Callable) -> int:
+    """One part of the bench alone (``--real-only``, ``--grid-only``), written to ``<out>/bench.json`` under
+    ``key``."""
     r: dict = {
         "meta": {
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "argv": sys.argv[1:],
-            "real_only": True,
+            f"{key}_only": True,
             "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
             "loadavg_start": loadavg(),
@@ -690,18 +692,18 @@ def main_real_only(args, t_start: float) -> int:
         "errors": {},
     }
     try:
-        r["real"] = run_real(args.real_images, 3)
+        r[key] = run()
     except Exception as exc:
-        r["errors"]["real"] = f"{type(exc).__name__}: {exc}\n" + traceback.format_exc(limit=3)
+        r["errors"][key] = f"{type(exc).__name__}: {exc}\n" + traceback.format_exc(limit=3)
     r["meta"]["loadavg_end"] = loadavg()
     r["meta"]["bench_seconds"] = round(time.perf_counter() - t_start, 1)
     rows: list[dict] = []
-    _add_real_rows(r, rows)
+    add_rows(r, rows)
     r["table"] = [{k: v for k, v in row.items() if k != "text"} | {"value_text": row["text"]} for row in rows]
     out_json = args.out / "bench.json"
     out_json.write_text(json.dumps(r, indent=2, default=str) + "\n", encoding="utf-8")
     print(
-        f"\nwbc-audit bench (real JPEGs only; {os.cpu_count()} CPUs; load avg {r['meta']['loadavg_start']} -> "
+        f"\nwbc-audit bench ({title}; {os.cpu_count()} CPUs; load avg {r['meta']['loadavg_start']} -> "
         f"{r['meta']['loadavg_end']}; {r['meta']['bench_seconds']:.0f} s)"
     )
     if rows:
@@ -714,40 +716,6 @@ def run_grid(n: int, reps: int) -> dict:
     from bench.grid import grid_bench
 
     return grid_bench(n, reps, log=log)
-
-
-def main_grid_only(args, t_start: float) -> int:
-    """``--grid-only``: the perturbation-grid rows alone, written to ``<out>/bench.json`` under ``grid``."""
-    r: dict = {
-        "meta": {
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "argv": sys.argv[1:],
-            "grid_only": True,
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "loadavg_start": loadavg(),
-        },
-        "errors": {},
-    }
-    try:
-        r["grid"] = run_grid(args.grid_images, 3)
-    except Exception as exc:
-        r["errors"]["grid"] = f"{type(exc).__name__}: {exc}\n" + traceback.format_exc(limit=3)
-    r["meta"]["loadavg_end"] = loadavg()
-    r["meta"]["bench_seconds"] = round(time.perf_counter() - t_start, 1)
-    rows: list[dict] = []
-    _add_grid_rows(r, rows)
-    r["table"] = [{k: v for k, v in row.items() if k != "text"} | {"value_text": row["text"]} for row in rows]
-    out_json = args.out / "bench.json"
-    out_json.write_text(json.dumps(r, indent=2, default=str) + "\n", encoding="utf-8")
-    print(
-        f"\nwbc-audit bench (perturbation grid only; {os.cpu_count()} CPUs; load avg {r['meta']['loadavg_start']} "
-        f"-> {r['meta']['loadavg_end']}; {r['meta']['bench_seconds']:.0f} s)"
-    )
-    if rows:
-        print_table(rows)
-    print(f"\nresults: {out_json}")
-    return 1 if any(row["status"] in ("FAIL", "ERROR") for row in rows) else 0
 
 
 def _add_grid_rows(r: dict, rows: list[dict]) -> None:
@@ -849,9 +817,23 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.real_only:
-        return main_real_only(args, t_start)
+        return main_only(
+            args,
+            t_start,
+            key="real",
+            title="real JPEGs only",
+            run=lambda: run_real(args.real_images, 3),
+            add_rows=_add_real_rows,
+        )
     if args.grid_only:
-        return main_grid_only(args, t_start)
+        return main_only(
+            args,
+            t_start,
+            key="grid",
+            title="perturbation grid only",
+            run=lambda: run_grid(args.grid_images, 3),
+            add_rows=_add_grid_rows,
+        )
     tmp = Path(tempfile.mkdtemp(prefix="wbc-bench-"))
     data_root = args.data_dir or (tmp / "data")
     data_root.mkdir(parents=True, exist_ok=True)
