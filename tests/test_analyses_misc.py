@@ -554,3 +554,21 @@ def test_scale_does_not_modify_input_and_rejects_unknown():
         scale_pixels(x, "imagenet")
     # uint8 input is accepted and treated as [0, 255]
     np.testing.assert_allclose(scale_pixels(np.array([[[[255, 0, 51]]]], np.uint8), "unit"), [[[[1, 0, 0.2]]]])
+
+
+def test_preprocessing_check_names_the_resize_families_it_tried():
+    """The report's prose lists only the libraries whose methods were run (plain space: one)."""
+    from auditor.analyses.preprocessing import Setting, compute_preprocessing_check
+
+    y = np.array([0, 1, 0, 1])
+    plain = {Setting(r, "none", "rgb", s): y for r in ("bilinear", "area") for s in ("unit", "raw")}
+    c = compute_preprocessing_check(y, plain, chosen=Setting("bilinear", "none", "rgb", "unit"))
+    assert c.resize_families == ("tf.image.resize as Keras's folder loader",)
+    wide = {Setting(r, "none", "rgb", "unit"): y for r in ("bilinear", "pil:bilinear", "cv2:area", "tf:bicubic-aa")}
+    c = compute_preprocessing_check(y, wide, chosen=Setting("bilinear", "none", "rgb", "unit"))
+    assert c.resize_families == (
+        "tf.image.resize as Keras's folder loader",
+        "PIL as keras load_img and flow_from_directory",
+        "OpenCV cv2.resize",
+        "tf.image.resize with antialiasing",
+    )

@@ -82,6 +82,20 @@ def _setting(value) -> Setting:
     return Setting(*value)
 
 
+#: how the report names each family of resize methods (a method's family is its ``family:`` prefix)
+RESIZE_FAMILY_TEXT = {
+    "plain": "tf.image.resize as Keras's folder loader",
+    "tf": "tf.image.resize with antialiasing",
+    "pil": "PIL as keras load_img and flow_from_directory",
+    "cv2": "OpenCV cv2.resize",
+}
+
+
+def _family(method: str) -> str:
+    prefix, sep, _ = method.partition(":")
+    return prefix if sep and prefix in RESIZE_FAMILY_TEXT else "plain"
+
+
 @dataclass(frozen=True)
 class PreprocessingCheck:
     """Accuracy of each setting on the same subsample (flat lists, in the order the settings were explored)."""
@@ -110,6 +124,11 @@ class PreprocessingCheck:
     @property
     def resize_methods(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(s.resize for s in self.settings))
+
+    @property
+    def resize_families(self) -> tuple[str, ...]:
+        """The libraries whose resize methods were tried, in the order met (for the report's prose)."""
+        return tuple(dict.fromkeys(RESIZE_FAMILY_TEXT[_family(m)] for m in self.resize_methods))
 
     @property
     def scalings(self) -> tuple[str, ...]:
