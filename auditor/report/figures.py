@@ -7,6 +7,7 @@ figures are thread-safe and never leak between reports. Nothing here computes a 
 from __future__ import annotations
 
 import io
+import logging
 import textwrap
 
 import matplotlib
@@ -26,6 +27,11 @@ from ..analyses.preprocessing import PreprocessingCheck
 from ..analyses.selective import SelectiveResult
 from ..analyses.sites import SitesResult
 from ..resize import METHODS
+
+# A font cache built by another (since removed) environment makes matplotlib log "findfont: ... not found"
+# for every mathtext font while it falls back to DejaVu Sans; the figures are right, so the noise must not
+# reach stderr (--quiet promises an empty stderr).
+logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 
 DPI = 160
 PALETTE = ["#1f5fa8", "#d9822b", "#2a9d5c", "#c0392b", "#7d4fb5", "#8c6d31", "#d35fb7", "#5f6b7a", "#17becf", "#9c9c2a"]
