@@ -152,8 +152,9 @@ def _fail(message: str, code: int) -> None:
     default="plain",
     show_default=True,
     type=click.Choice(("plain", "families")),
-    help="What the preprocessing check explores: plain = the tf.image.resize names x scalings (25 settings); "
-    "families = every loader family, crop and channel order too (up to 440 settings, tens of clean passes).",
+    help="What the preprocessing check explores: plain = the tf.image.resize names x channel orders x scalings "
+    "(50 settings); families = every loader family's methods and the crops too (up to 440 settings, about 15x "
+    "the cost).",
 )
 @click.option(
     "--external",

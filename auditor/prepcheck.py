@@ -13,7 +13,12 @@ distinct (array, finish key) and its predictions shared: no forward pass is spen
 The settings are evaluated on growing prefixes of the subsample, put in an order whose every prefix
 is class-stratified (:func:`auditor.analyses.sequential.stratified_order`); after each look, settings
 significantly worse than another are dropped and settings indistinguishable from the chosen one are
-tied (:mod:`auditor.analyses.sequential`, where the error control is explained). The chosen setting's
+tied (:mod:`auditor.analyses.sequential`, where the error control is explained). One more rule drops a
+setting early: under it the model predicted **one class for every image** seen so far while those images
+hold several classes, and it is no more accurate on them than some still-active setting whose predictions
+vary. Such an output does not depend on the image (pixels scaled 255 times too small, say), so it is not how
+the model was trained, however few images have been seen; a weak model (30 % against 20 % for the constant
+class) would otherwise need the whole subsample to show it by accuracy alone. The chosen setting's
 predictions come from the clean pass and cost nothing. ``sequential=False`` runs every setting on
 every image (the exhaustive check).
 """
@@ -63,6 +68,7 @@ def run_settings(
     n_tie: int | None = 128,
     seed: int = 0,
     on_images: Callable[[int], None] | None = None,
+    drop_constant: bool = True,
 ) -> CheckRun:
     """Evaluate ``settings`` on a subsample and return their predictions.
 
@@ -78,6 +84,7 @@ def run_settings(
     finish : (resized array, setting) -> model input.
     forward : model input -> (n, k) class probabilities.
     on_images : called with the number of new subsample images at each step (progress).
+    drop_constant : drop a setting whose predictions are one class on every image seen (see the module).
     """
     settings = list(settings)
     if chosen not in settings:
@@ -130,9 +137,31 @@ def run_settings(
                 on_images(b1 - b0)
         return np.stack([preds[settings[i]][start:stop] == y_ord[start:stop] for i in idx])
 
+    def constant_outputs(active: np.ndarray, stop: int) -> np.ndarray:
+        out = np.zeros(len(settings), dtype=bool)
+        y = y_ord[:stop]
+        if len(np.unique(y)) < 2:
+            return out
+        idx = np.flatnonzero(active)
+        p = [preds[settings[i]][:stop] for i in idx]
+        constant = np.array([bool(np.all(q == q[0])) for q in p])
+        acc = np.array([float(np.mean(q == y)) for q in p])
+        if constant.all():
+            return out
+        out[idx[constant & (acc <= acc[~constant].max())]] = True
+        return out
+
     schedule = look_schedule(m, first=first_look)
     result = run_elimination(
-        evaluate, len(settings), m, reference=ref, schedule=schedule, alpha=alpha, n_tie=n_tie, sequential=sequential
+        evaluate,
+        len(settings),
+        m,
+        reference=ref,
+        schedule=schedule,
+        alpha=alpha,
+        n_tie=n_tie,
+        sequential=sequential,
+        extra_drop=constant_outputs if drop_constant else None,
     )
     if on_images is not None and result.looks and result.looks[-1] < m:
         on_images(m - result.looks[-1])  # the bar ends full: the rest was not needed

@@ -129,8 +129,38 @@ def test_resize_sensitivity_warning():
     assert r.resize_spread == pytest.approx(0.06)
     assert len(r.warnings) == 1
     w = r.warnings[0]
-    assert w.startswith("Resize sensitivity") and "6.0 points" in w and "84.0% to 90.0%" in w
-    assert "best: bilinear" in w
+    assert w.startswith("Resize sensitivity") and "6.0 points" in w and "(nearest 84.0% against bilinear 90.0%)" in w
+
+
+def test_resize_spread_counts_a_dropped_resize_on_its_own_images():
+    """A resize dropped after 40 images (significantly worse) still sets the spread, measured on those 40
+    images against the others' accuracy on the same 40; the warning says so."""
+    y = Y100
+    chosen = preds_with_correct(y, 90)
+    dropped = chosen[:40].copy()
+    dropped[:12] = (y[:12] + 1) % 5  # wrong on 12 of the first 40 the chosen got right
+    r = compute_preprocessing_check(
+        y, {CHOSEN: chosen, ("area", "unit"): dropped}, chosen=CHOSEN, status={("area", "unit"): "dropped"}
+    )
+    first40 = float(np.mean(chosen[:40] == y[:40]))
+    assert r.resize_spread == pytest.approx(first40 - float(np.mean(dropped == y[:40])))
+    assert len(r.warnings) == 1 and "on the 40 images both were run on" in r.warnings[0]
+
+
+def test_mismatch_p_value_is_corrected_for_the_settings_compared():
+    """5 points better with 5 wins and no loss: p = 2**-5 = 0.031 alone is significant, but not as the best of
+    four other settings (corrected 0.125): the largest of many noisy settings is not evidence of a mismatch."""
+    y = Y100
+    chosen = preds_with_correct(y, 70)
+    alone = compute_preprocessing_check(
+        y, {CHOSEN: chosen, ("bilinear", "caffe"): preds_with_correct(y, 75)}, chosen=CHOSEN
+    )
+    assert len(alone.warnings) == 1 and "0.031 corrected for the 1 settings compared" in alone.warnings[0]
+    preds = {CHOSEN: chosen, ("bilinear", "caffe"): preds_with_correct(y, 75)}
+    for i, other in enumerate(["raw", "torch", "symmetric"]):
+        preds[("bilinear", other)] = preds_with_correct(y, 60 + i)
+    many = compute_preprocessing_check(y, preds, chosen=CHOSEN)
+    assert many.mismatch_p_value == pytest.approx(2.0**-5) and many.warnings == ()
 
 
 def test_no_resize_warning_within_five_points_and_scaling_spread_ignored():
@@ -144,7 +174,7 @@ def test_both_warnings_together():
     preds = grid({("bilinear", "unit"): 60, ("area", "unit"): 75})
     r = compute_preprocessing_check(Y100, preds, chosen=CHOSEN)
     assert [w.split(":")[0] for w in r.warnings] == ["Preprocessing mismatch", "Resize sensitivity"]
-    assert "best: area" in r.warnings[1]
+    assert "against area 75.0%" in r.warnings[1]
 
 
 def test_ties_go_to_the_chosen_setting():

@@ -67,7 +67,8 @@ def test_check_from_defaults_on_each_loader(trained, data, loader):
     path, _, own_acc = trained[loader]
     check = _check(path, data / "test")
     assert check.chosen == Setting("bilinear", "none", "rgb", "raw")  # the defaults (Rescaling layer: raw)
-    assert "center-square" in check.crops and len(check.settings) == 22 * 2 * 2 * 5
+    # the space is every method x crop x channel order x scaling; the two stages run a part of it
+    assert "center-square" in check.crops and check.forward_passes_exhaustive == (22 * 2 * 2 * 5 - 1) * 60
     own = Setting(parity.LOADERS[loader]["resize"], "none", parity.LOADERS[loader].get("channels", "rgb"), "raw")
     assert check.status[check.index(own)] == "full" and check.accuracy_of(own) == own_acc
     if loader == "cv2_bgr":
@@ -178,7 +179,7 @@ def _figs(report):
     return out
 
 
-def test_plain_space_explores_25_settings(trained, data):
+def test_plain_space_is_the_plain_names_with_the_audits_crop(trained, data):
     path, _, _ = trained["load_img"]
     cfg = AuditConfig(
         model_paths=(path,), data_path=data / "test", n_bootstrap=0, sections={"preprocessing_check": {"samples": 40}}
@@ -187,4 +188,6 @@ def test_plain_space_explores_25_settings(trained, data):
     pm = prepare_model(cfg, path, index)
     cp = clean_pass(pm, index, cfg, QUIET)
     check = run_section("preprocessing_check", cfg, pm, index, cp, space="plain")
-    assert len(check.settings) == 25 and check.crops == ("none",) and check.channel_orders == ("rgb",)
+    assert check.forward_passes_exhaustive == (5 * 2 * 5 - 1) * 40 and check.crops == ("none",)
+    assert set(check.resize_methods) <= {"bilinear", "area", "nearest", "bicubic", "lanczos"}
+    assert set(check.channel_orders) == {"rgb", "bgr"}  # stage 1 tries both

@@ -279,8 +279,8 @@ def test_sequential_agrees_with_exhaustive_at_a_fraction_of_the_passes(trained, 
     path, test = trained
     cp, [(full, n_full), (seq, n_seq)] = _both_checks(path, test, preprocess=preprocess)
     assert full.n_samples == seq.n_samples == 300
-    n_settings = len(full.settings)  # the default space: every plain resize name x scaling
-    assert n_settings == len(RESIZE_CHOICES) * len(SCALINGS)
+    n_settings = len(full.settings)  # the default space: every plain resize name x channel order x scaling
+    assert n_settings == len(RESIZE_CHOICES) * 2 * len(SCALINGS)
     assert (n_settings - 1) * 300 == full.forward_passes_exhaustive == seq.forward_passes_exhaustive
     # identical pixels (e.g. two resizes that agree on some batch) are forwarded once, even exhaustively
     assert n_full <= full.forward_passes_exhaustive
@@ -290,12 +290,13 @@ def test_sequential_agrees_with_exhaustive_at_a_fraction_of_the_passes(trained, 
     assert (
         seq.chosen_accuracy == full.chosen_accuracy == pytest.approx(np.mean(cp.probs.argmax(axis=1) == cp.y_true))
     )  # all 300 images: the chosen's come from the clean pass
-    assert n_seq <= 0.4 * full.forward_passes_exhaustive, (n_seq, n_full, seq.stopped_early())
-    # every setting still run at the end has the exhaustive check's accuracy exactly
-    assert seq.settings == full.settings
+    print(f"preprocess={preprocess}: sequential {n_seq} / exhaustive {n_full} image passes")
+    assert n_seq <= 0.15 * full.forward_passes_exhaustive, (n_seq, n_full, seq.stopped_early())
+    # the two stages run a part of the space; every setting run to the end has the exhaustive accuracy exactly
+    assert set(seq.settings) < set(full.settings)
     for i, st in enumerate(seq.status):
         if st == "full":
-            assert seq.accuracy[i] == full.accuracy[i]
+            assert seq.accuracy[i] == full.accuracy_of(seq.settings[i])
     if preprocess == "unit":  # the deliberately wrong scaling is flagged by both
         assert seq.chosen == ("bilinear", "none", "rgb", "unit") and seq.best.scaling == "raw"
         assert any(w.startswith("Preprocessing mismatch") and "--preprocess raw" in w for w in seq.warnings)

@@ -9,15 +9,16 @@ plain-language warnings. Three things are flagged:
 
 * **mismatch**: some other setting beats the chosen one by more than ``mismatch_points`` (2) points
   of accuracy, and the difference is not sampling noise (a one-sided sign test on the images where
-  exactly one of the two settings is right, p < 0.05), so the audit's preprocessing probably differs
+  exactly one of the two settings is right, p < 0.05 after a Bonferroni correction for the number of
+  settings in the space searched, since the best is the largest of them), so the audit's preprocessing probably differs
   from training's. The advice names every flag of the best setting (:func:`flags`), so feeding it back
   reproduces that setting exactly;
 * **doubtful** (a *wide* mismatch): the mismatch warning fires and the best setting beats the chosen one by
   at least ``doubtful_points`` (10) points. The summary then opens with it and the headline numbers carry a
   "preprocessing doubtful" mark;
-* **resize sensitivity**: with the chosen crop, channel order and scaling, the resize methods evaluated on the
-  whole subsample (not dropped) differ by more than ``spread_points`` (5) points, so the resize choice alone
-  moves every number in the report.
+* **resize sensitivity**: with the chosen crop, channel order and scaling, two resize methods differ by more
+  than ``spread_points`` (5) points on the images both were run on (the whole subsample, or the first images of
+  one stopped early), so the resize choice alone moves every number in the report.
 
 (The scalings and channel orders themselves differ hugely for a trained model, so their spread is not a
 warning.)
@@ -108,7 +109,7 @@ class PreprocessingCheck:
     chosen_accuracy: float
     best_accuracy: float
     mismatch_p_value: float  # one-sided sign test: best better than chosen by chance
-    resize_spread: float  # max - min accuracy over resize methods, chosen crop, channels and scaling
+    resize_spread: float  # largest difference between two resize methods (chosen crop, channels, scaling)
     warnings: tuple[str, ...]
     mismatch_points: float
     spread_points: float
@@ -141,6 +142,18 @@ class PreprocessingCheck:
     @property
     def channel_orders(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(s.channels for s in self.settings))
+
+    @property
+    def space_size(self) -> int:
+        """Settings in the space searched (the exhaustive check runs them all; the sequential one a part)."""
+        if self.n_samples and self.forward_passes_exhaustive:
+            return self.forward_passes_exhaustive // self.n_samples + 1
+        return len(self.settings)
+
+    @property
+    def staged(self) -> bool:
+        """Whether only a part of the space was run (the sequential check's two stages)."""
+        return len(self.settings) < self.space_size
 
     def index(self, setting) -> int:
         return self.settings.index(_setting(setting))
@@ -271,7 +284,8 @@ def compute_preprocessing_check(
     status : {setting: "dropped" | "tied"} for settings stopped early (default: none).
     log_probs : {setting: log-probability of the true class per image evaluated}, recorded as means.
     forward_passes, forward_passes_exhaustive : recorded as given (images forwarded by the check, and by
-        an exhaustive one).
+        an exhaustive one); the latter also gives the size of the space searched, for the mismatch test's
+        correction (default: the settings given).
     """
     y_true = np.asarray(y_true)
     predictions = {_setting(k): np.asarray(v) for k, v in predictions.items()}
@@ -296,32 +310,53 @@ def compute_preprocessing_check(
     candidates = [k for k in settings if status.get(k) != "dropped"]
     best = max(candidates, key=lambda k: (acc[k], k == chosen, -order[k]))
     chosen_acc, best_acc = acc[chosen], acc[best]
-    # resize methods with the chosen crop, channels and scaling, each evaluated on the whole subsample (a dropped
-    # one's accuracy on its first images is too noisy to set the spread; tied ones count as the chosen)
-    same_keys = [k for k in settings if k[1:] == chosen[1:] and status.get(k) != "dropped"]
-    same = [acc[k] for k in same_keys]
-    spread = max(same) - min(same)
+    # resize methods with the chosen crop, channels and scaling: the spread is the largest accuracy difference
+    # between two of them on the images both were run on (the whole subsample, or the first images of one stopped
+    # early: a dropped resize was significantly worse than another, and on its images it shows by how much; a tied
+    # one is right and wrong where the chosen is)
+    same_keys = [k for k in settings if k[1:] == chosen[1:]]
+    right = {}
+    for k in same_keys:
+        pred = predictions[chosen] if status.get(k) == "tied" else predictions[k]
+        right[k] = pred == y_true[: len(pred)]
+    spread, spread_pair = 0.0, (chosen, chosen)
+    for a in same_keys:
+        for b in same_keys:
+            n = min(len(right[a]), len(right[b]))
+            if a != b and n and (d := float(np.mean(right[a][:n])) - float(np.mean(right[b][:n]))) > spread:
+                spread, spread_pair = d, (a, b)
     correct_best = predictions[best] == y_true
     correct_chosen = predictions[chosen] == y_true
     p_value = sign_test_p(int(np.sum(correct_best & ~correct_chosen)), int(np.sum(correct_chosen & ~correct_best)))
+    # the best is the largest of many settings, so its p-value is corrected for the number that could have been
+    # it (Bonferroni over the space searched, the chosen left out; the same for the sequential and exhaustive
+    # checks): a weak model's best of 50 noisy settings is otherwise "significantly" better by chance
+    n_space = len(settings)
+    if forward_passes_exhaustive and len(y_true):
+        n_space = max(n_space, forward_passes_exhaustive // len(y_true) + 1)
+    n_candidates = max(1, n_space - 1)
+    p_corrected = min(1.0, p_value * n_candidates)
     warnings = []
-    mismatch = _exceeds(best_acc - chosen_acc, mismatch_points) and p_value < 0.05
+    mismatch = _exceeds(best_acc - chosen_acc, mismatch_points) and p_corrected < 0.05
     doubtful = mismatch and round((best_acc - chosen_acc) * 100, 9) >= doubtful_points
     if mismatch:
         differ = [f for f, a, b in zip(Setting._fields, chosen, best) if a != b]
         warnings.append(
             f"Preprocessing mismatch: the audit's setting ({flags(chosen)}) scores {chosen_acc:.1%} on the "
             f"{len(y_true)}-image check subsample, but {flags(best)} scores {best_acc:.1%} (sign test "
-            f"p = {p_value:.2g}; they differ in {', '.join(differ)}). The audit probably does not prepare images "
-            f"the way training did, and every number in this report depends on it; re-run with {flags(best)} "
+            f"p = {p_value:.2g}, {p_corrected:.2g} corrected for the {n_candidates} settings compared; they "
+            f"differ in {', '.join(differ)}). The audit probably does not prepare images the way training did, "
+            f"and every number in this report depends on it; re-run with {flags(best)} "
             f"or fix the model's sidecar if that is how it was trained."
         )
     if _exceeds(spread, spread_points):
-        best_resize = max(same_keys, key=lambda k: acc[k]).resize
+        hi, lo = spread_pair
+        n = min(len(right[hi]), len(right[lo]))
         warnings.append(
             f"Resize sensitivity: with --crop {chosen.crop} --channels {chosen.channels} --preprocess "
             f"{chosen.scaling}, accuracy moves by {spread * 100:.1f} points between resize methods "
-            f"({min(same):.1%} to {max(same):.1%}; best: {best_resize}). "
+            f"({lo.resize} {float(np.mean(right[lo][:n])):.1%} against {hi.resize} {float(np.mean(right[hi][:n])):.1%}"
+            f"{'' if n == len(y_true) else f' on the {n} images both were run on'}). "
             f"Make sure the audit resizes images exactly as training did."
         )
     return PreprocessingCheck(

@@ -199,10 +199,14 @@ def run_elimination(
     alpha: float = 0.05,
     n_tie: int | None = 128,
     sequential: bool = True,
+    extra_drop=None,
 ) -> EliminationResult:
     """Drive the looks. ``evaluate(settings, start, stop)`` must return a (len(settings), stop - start)
     bool array of correctness of those settings on images ``start:stop`` of the ordered subsample
     (the reference's row included whenever it is asked for).
+
+    ``extra_drop(active, stop)``, when given, returns a (S,) bool mask of further settings to drop at a look
+    (a rule of the caller's, e.g. on the predictions themselves); the reference is never dropped.
 
     With ``sequential=False`` every setting is evaluated on all ``m`` images in one look.
     """
@@ -225,11 +229,15 @@ def run_elimination(
         if not sequential or stop >= m:
             break
         dec = decide_look(correct[:, :stop], active, reference=reference, level=level, n_tie=n_tie)
-        for s in np.flatnonzero(dec.drop):
+        drop = dec.drop.copy()
+        if extra_drop is not None:
+            drop |= np.asarray(extra_drop(active.copy(), stop), dtype=bool) & active
+            drop[reference] = False
+        for s in np.flatnonzero(drop):
             status[s] = "dropped"
         for s in np.flatnonzero(dec.tie):
             status[s] = "tied"
-        active &= ~(dec.drop | dec.tie)
+        active &= ~(drop | dec.tie)
         if active.sum() <= 1:  # only the reference is left
             break
     return EliminationResult(n_evaluated=n_eval, status=tuple(status), looks=tuple(looks))

@@ -1,18 +1,26 @@
 """The preprocessing check: is the model fed the way it was trained (resize method of every loader family,
 crop, channel order, pixel scaling)?
 
-The settings explored are the product of every resize method of :data:`auditor.resize.METHODS` (plain
-``tf.image.resize`` names, ``tf:*-aa``, ``pil:*``, ``cv2:*``), the crops ``none`` and ``center-square`` (the
-latter only when some image of the subsample has another aspect ratio than the model's input), the channel
-orders ``rgb`` and ``bgr``, and the five scalings; the audit's own setting is added when it is outside
-(e.g. ``center:0.8``). A grayscale model sees no channel order (only the audit's).
+The space (:func:`explored_settings`) is every resize method (``plain``: the plain ``tf.image.resize`` names;
+``families``: every method of :data:`auditor.resize.METHODS` and the crop ``center-square`` when some image of
+the subsample has another aspect ratio than the model's input) x channel order (``rgb``, ``bgr``) x the five
+scalings; the audit's own setting is added when it is outside (e.g. ``center:0.8``). A grayscale model sees no
+channel order (only the audit's).
+
+The sequential check runs it in **two stages**. Stage 1: every channel order and scaling, with the audit's
+resize and crop. Stage 2: every resize method and crop, with stage 1's best channel order and scaling. The
+factors differ in size: a wrong scaling or channel order costs tens of points (often a constant output), a
+wrong resize kernel or crop a few, so stage 1 finds the scaling and channel order under any reasonable resize,
+and the settings it leaves out (another resize *and* a scaling that lost) are ones the exhaustive check would
+have dropped anyway. The exhaustive check (``sequential = false``) runs the whole space on every image; the
+tests compare the two.
 
 Cost: each image of the subsample is decoded once per decoder the resize families need (TensorFlow, PIL,
 OpenCV: :func:`auditor.model.decoder_for`), resized once per (resize, crop) and batch, and channel order and
 scaling are cheap numpy operations on the resized array. Resizes that give identical pixels share their
-forward passes (:mod:`auditor.prepcheck`), and the sequential elimination stops settings as soon as they
-are decided (:mod:`auditor.analyses.sequential`: its guarantee, that the exhaustive best is dropped with
-probability at most alpha, holds for any number of settings because the level divides by it).
+forward passes (:mod:`auditor.prepcheck`), and within each stage the sequential elimination stops settings as
+soon as they are decided (:mod:`auditor.analyses.sequential`: its guarantee, that the stage's exhaustive best
+is dropped with probability at most alpha, holds for any number of settings because the level divides by it).
 """
 
 from __future__ import annotations
@@ -36,9 +44,8 @@ from .context import SectionContext
 class PreprocessingCheckOptions:
     samples: int = 250  # images in the stratified subsample (0 skips the check)
     sequential: bool = True  # stop settings as soon as they are decided; false: every setting on every image
-    # "plain" (default): the plain tf.image.resize names x scalings with the audit's crop and channel order (25
-    # settings, about 1-3x the clean pass on 1,000 real JPEGs); "families": every resize method of every family x
-    # crops x channel orders x scalings (up to 440 settings, 47-62x the clean pass there: opt in)
+    # "plain" (default): the plain tf.image.resize names with the audit's crop; "families": every resize method of
+    # every family and the crops; both x channel orders x scalings, run in two stages when sequential
     space: str = "plain"
 
     def validate(self, where: Where) -> None:
@@ -70,20 +77,46 @@ def explored_settings(
     gray: bool = False,
     space: str = "families",
 ) -> list[Setting]:
-    """The settings the check explores (the audit's own among them), in table order: family by family, then
-    crop, channel order and scaling. ``space="plain"``: the plain names and scalings only, with the audit's
-    crop and channel order."""
+    """Every setting of the check's space (the audit's own among them), in table order: resize method, then
+    crop, channel order and scaling. ``space="plain"``: the plain resize names with the audit's crop;
+    ``"families"``: every method of every family and, when some image's aspect ratio differs from the
+    model input's, the crop ``center-square`` too. Both explore every channel order (colour models) and
+    scaling. The exhaustive check runs all of them; the sequential one runs them in two stages
+    (:func:`stage_one`, :func:`stage_two`)."""
+    resizes, crops = _resizes_and_crops(chosen, input_hw=input_hw, image_shapes=image_shapes, space=space)
+    channels = [chosen.channels] if gray else list(CHANNELS)
+    out = [Setting(r, c, ch, s) for r in resizes for c in crops for ch in channels for s in SCALINGS]
+    return out + ([chosen] if chosen not in out else [])
+
+
+def _resizes_and_crops(
+    chosen: Setting, *, input_hw: tuple[int, int], image_shapes: list[tuple[int, int]], space: str
+) -> tuple[list[str], list[str]]:
     if space == "plain":
-        out = [Setting(r, chosen.crop, chosen.channels, s) for r in PLAIN_NAMES for s in SCALINGS]
-        return out + ([chosen] if chosen not in out else [])
+        return list(PLAIN_NAMES), [chosen.crop]
     h, w = input_hw
     crops = ["none"]
     if any(ih * w != iw * h for ih, iw in image_shapes):
         crops.append("center-square")
+    return list(METHODS), crops
+
+
+def stage_one(chosen: Setting, *, gray: bool = False) -> list[Setting]:
+    """Stage 1 of the sequential check: every channel order and scaling, with the audit's resize and crop."""
     channels = [chosen.channels] if gray else list(CHANNELS)
-    out = [Setting(r, c, ch, s) for r in METHODS for c in crops for ch in channels for s in SCALINGS]
-    if chosen not in out:
-        out.append(chosen)
+    out = [Setting(chosen.resize, chosen.crop, ch, s) for ch in channels for s in SCALINGS]
+    return out + ([chosen] if chosen not in out else [])
+
+
+def stage_two(lead: Setting, resizes: list[str], crops: list[str]) -> list[Setting]:
+    """Stage 2: every resize method and crop, with stage 1's best channel order and scaling (``lead``)."""
+    out = [Setting(r, c, lead.channels, lead.scaling) for r in resizes for c in crops]
+    return out + ([lead] if lead not in out else [])
+
+
+def _in_subsample_order(order: np.ndarray, values: np.ndarray) -> np.ndarray:
+    out = np.empty_like(values)
+    out[order] = values
     return out
 
 
@@ -125,8 +158,10 @@ class PreprocessingCheckSection(Section):
         h, w, c = model.info.input_shape
         gray = c == 1
         shapes = _image_shapes(ctx, sub) if options.space == "families" else []
-        settings = explored_settings(chosen, input_hw=(h, w), image_shapes=shapes, gray=gray, space=options.space)
+        resizes, crops = _resizes_and_crops(chosen, input_hw=(h, w), image_shapes=shapes, space=options.space)
+        full = explored_settings(chosen, input_hw=(h, w), image_shapes=shapes, gray=gray, space=options.space)
         y_sub = cp.y_true[sub]
+        chosen_pred = cp.probs[sub].argmax(axis=1)
         chosen_lp = np.log(np.maximum(cp.probs[sub][np.arange(len(sub)), y_sub], 1e-300))
 
         def resize(decoded: _Decoded, key: tuple[str, str, str]) -> np.ndarray:
@@ -138,13 +173,10 @@ class PreprocessingCheckSection(Section):
                 resized = resized[..., ::-1]
             return scale_pixels(resized, s.scaling)
 
-        with ctx.progress.stage("preprocessing check", len(sub)) as bar:
-            run = run_settings(
-                settings,
-                chosen,
+        stages = 2 if options.sequential else 1
+        with ctx.progress.stage("preprocessing check", stages * len(sub)) as bar:
+            common = dict(
                 y_true=y_sub,
-                chosen_pred=cp.probs[sub].argmax(axis=1),
-                chosen_log_prob=chosen_lp,
                 load=lambda pos: _Decoded(model, sub[pos]),
                 resize=resize,
                 finish=finish,
@@ -157,14 +189,40 @@ class PreprocessingCheckSection(Section):
                 seed=ctx.seed,
                 on_images=bar.update,
             )
+            if not options.sequential:  # the exhaustive check: every setting of the space on every image
+                run = run_settings(full, chosen, chosen_pred=chosen_pred, chosen_log_prob=chosen_lp, **common)
+                y_eval, predictions, log_probs, status = run.y_true, run.predictions, run.log_probs, run.status
+                passes = run.forward_passes
+            else:
+                # stage 1: channel order x scaling with the audit's resize and crop; their mistakes are gross (a
+                # wrong scaling or channel order costs tens of points, a wrong resize kernel a few), so the best of
+                # them is the one to try every resize method and crop with in stage 2
+                run1 = run_settings(
+                    stage_one(chosen, gray=gray), chosen, chosen_pred=chosen_pred, chosen_log_prob=chosen_lp, **common
+                )
+                lead = compute_preprocessing_check(
+                    run1.y_true, run1.predictions, chosen=chosen, status=run1.status
+                ).best
+                run2 = run_settings(
+                    stage_two(lead, resizes, crops),
+                    lead,
+                    chosen_pred=_in_subsample_order(run1.order, run1.predictions[lead]),
+                    chosen_log_prob=_in_subsample_order(run1.order, run1.log_probs[lead]),
+                    **common,
+                )
+                y_eval = run1.y_true
+                predictions = {**run1.predictions, **run2.predictions}
+                log_probs = {**run1.log_probs, **run2.log_probs}
+                status = {**run1.status, **run2.status}
+                passes = run1.forward_passes + run2.forward_passes
         return compute_preprocessing_check(
-            run.y_true,
-            run.predictions,
+            y_eval,
+            predictions,
             chosen=chosen,
-            status=run.status,
-            log_probs=run.log_probs,
-            forward_passes=run.forward_passes,
-            forward_passes_exhaustive=run.forward_passes_exhaustive,
+            status=status,
+            log_probs=log_probs,
+            forward_passes=passes,
+            forward_passes_exhaustive=(len(full) - 1) * len(sub),
         )
 
     def figures(self, result: PreprocessingCheck) -> dict[str, bytes]:
