@@ -36,7 +36,7 @@ from ..errors import input_error
 from ..report import figures
 from .base import RANK_FINDINGS, Contribution, Section, Warning, Where
 from .common import GalleryItem, gallery
-from .context import SectionContext
+from .context import SectionContext, SetupContext
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,17 @@ class GradcamSection(Section):
     needs = frozenset({"clean_pass", "images", "gradients"})
     template = "sections/gradcam.html"
     result_type = GradcamOutcome
+
+    def setup(self, options: GradcamOptions, ctx: SetupContext) -> None:
+        """A layer path that does not exist or has no spatial output is an input error (listing the candidate
+        layers) before any model time; a model without a convolutional layer is not: ``run`` reports it."""
+        if options.layer and ctx.model is not None:
+            from ..config import _flag_of
+
+            try:
+                ctx.model.cam_target(options.layer, source=_flag_of("gradcam", "layer"))
+            except CamNotApplicable:
+                pass
 
     def run(self, ctx: SectionContext, options: GradcamOptions) -> GradcamOutcome:
         return run_gradcam(ctx, options)
