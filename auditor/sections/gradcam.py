@@ -135,7 +135,7 @@ class GradcamSection(Section):
         "the map on the segmented white cell, and a weight-randomisation sanity check"
     )
     Options = GradcamOptions
-    # opt-in (--enable gradcam) until the focus threshold and the sanity-check flag are calibrated on real models
+    # opt-in (--enable gradcam): a gradient pass per mapped image is costly on large models; make demo enables it
     default_enabled = False
     needs = frozenset({"clean_pass", "images", "gradients"})
     template = "sections/gradcam.html"
