@@ -157,9 +157,11 @@ class GradcamSection(Section):
 
     def figures(self, result: GradcamOutcome) -> dict[str, bytes]:
         out = {}
-        for i, (group, panels) in enumerate(result.groups()):
+        groups = result.groups()
+        columns = max((len(panels) for _, panels in groups), default=0)  # one tile scale for every group
+        for i, (group, panels) in enumerate(groups):
             if all(p.image is not None for p in panels):
-                out[f"gradcam_panel_{i}"] = figures.gradcam_panels(panels, group)
+                out[f"gradcam_panel_{i}"] = figures.gradcam_panels(panels, group, columns)
         return out
 
     def summary(self, result: GradcamOutcome) -> Contribution:
@@ -213,7 +215,7 @@ def _panel_rows(ctx: SectionContext, per_class: int) -> list[tuple[str, int]]:
             rows = rows[np.argsort(-conf[rows], kind="stable")][:per_class]
             out += [(f"{name}: {label}", int(r)) for r in rows]
     fisher = ctx.results.get("fisher")
-    for g in getattr(fisher, "gallery", ())[: max(per_class, 1) * 2]:
+    for g in getattr(fisher, "gallery", ())[: max(per_class, 1)]:
         out.append(("highest Fisher", int(g.index)))
     return out
 
