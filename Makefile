@@ -20,7 +20,7 @@ $(STAMP): setup.cfg
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	@$(VENV)/bin/wbc-audit $(SAMPLE_MODEL) $(SAMPLE_DATA) --out $(OUT) > .demo-out
+	@$(VENV)/bin/wbc-audit $(SAMPLE_MODEL) $(SAMPLE_DATA) --enable gradcam --out $(OUT) > .demo-out
 	@echo "The report is in: $$(tail -n 1 .demo-out)"
 	@echo "Open $$(tail -n 1 .demo-out)/report.html (or report.pdf); machine-readable: audit.json"
 	@rm -f .demo-out

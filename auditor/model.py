@@ -691,8 +691,12 @@ def environment() -> dict:
 # The forward computation is replayed layer by layer (a Sequential's layers in order, a Functional model's
 # graph node by node through ``_run_through_graph``), descending into nested models, so a keras.applications
 # base nested in a Sequential or Functional head never needs a "connected" sub-graph (the classic "graph
-# disconnected" failure). Two hooks: the target layer's output is kept, and the output layer gives its
-# pre-softmax scores (a Dense softmax/sigmoid layer's linear part; the input of a final Softmax/Activation).
+# disconnected" failure). ``_run_through_graph`` is private Keras 3 API: the public route, a functional
+# sub-model ``keras.Model(model.inputs, [target.output, ...])``, fails for a base nested in a Sequential or
+# Functional head ("graph disconnected": the nested layer's output belongs to the base's own graph), which is
+# the case this replay exists for; where the method is missing the error says so. Two hooks: the target layer's
+# output is kept, and the output layer gives its pre-softmax scores (a Dense softmax/sigmoid layer's linear part;
+# the input of a final Softmax/Activation).
 
 _CONV_TYPES = (
     keras.layers.Conv2D,
@@ -761,8 +765,11 @@ def _replay(model, x, hooks):
         for layer in model.layers:
             out = _call_layer(layer, (out,), {}, hooks)
         return out
-    if not hasattr(model, "_run_through_graph"):
-        raise CamNotApplicable(f"the sub-model '{model.name}' ({type(model).__name__}) cannot be replayed")
+    if not hasattr(model, "_run_through_graph"):  # private Keras 3 API (checked on 3.15): say so if it goes
+        raise CamNotApplicable(
+            f"this Keras ({keras.__version__}) lacks the private Functional._run_through_graph that Grad-CAM uses "
+            f"to replay the sub-model '{model.name}' ({type(model).__name__}) layer by layer"
+        )
 
     def operation_fn(op):
         return lambda *args, **kwargs: _call_layer(op, args, kwargs, hooks)

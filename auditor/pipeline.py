@@ -109,7 +109,7 @@ def run_audit(
     enabled = [s for s in reg.sections if config.is_enabled(s.name, s.default_enabled)]
     prepared = [prepare_model(config, path, index) for path in config.model_paths]
     for pm in prepared:  # every section's input checks, before any model time is spent
-        setup = SetupContext(config, index, pm.mapping.model_classes, pm.path)
+        setup = SetupContext(config, index, pm.mapping.model_classes, pm.path, model=pm.adapter)
         for section in enabled:
             pm.plans[section.name] = section.setup(config.options(section.name), setup)
     reports = [audit_model(config, pm, index, progress, enabled=enabled, registry=reg) for pm in prepared]

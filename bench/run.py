@@ -4,6 +4,7 @@
     python -m bench.run --quick      # small: 2,000 images (~2 min)
     python -m bench.run --images 5000 --out bench/results --data-dir /tmp/wbc-bench-data
     python -m bench.run --grid-only  # only the perturbation grid's rows (~5 min)
+    python -m bench.run --gradcam-only  # only the Grad-CAM rows (~2 min)
 
 What it measures (all on synthetic 96x96 PNGs from ``sample_data.generator`` and the sample model
 ``model_zoo/pretrained/wbc5_small_cnn.keras``):
@@ -21,6 +22,8 @@ What it measures (all on synthetic 96x96 PNGs from ``sample_data.generator`` and
 5. The perturbation grid (:mod:`bench.grid`): the section's loop (perturbing overlapped with inference)
    against bare ``model.predict`` on pre-perturbed arrays, for the sample model and a 128-px zoo model
    (``--grid-only``: these rows alone).
+6. Grad-CAM (:mod:`bench.gradcam`): 100 images batched against a per-image loop, on the sample model and a
+   224-px ResNet50 head (``--gradcam-only``: these rows alone).
 
 Results: a table on stdout and ``<out>/bench.json``. Temporary folders are removed (unless
 ``--data-dir`` is given: the generated images are then kept there and reused by the next run).
@@ -665,6 +668,7 @@ def build_table(r: dict, args) -> list[dict]:
         err("data generation", "generate")
     _add_real_rows(r, rows)
     _add_grid_rows(r, rows)
+    _add_gradcam_rows(r, rows)
     return rows
 
 
@@ -740,6 +744,28 @@ def _add_grid_rows(r: dict, rows: list[dict]) -> None:
         table_rows(r.get("grid"), add)
 
 
+def run_gradcam(reps: int) -> dict:
+    from bench.gradcam import gradcam_bench
+
+    return gradcam_bench(100, reps, log=log)
+
+
+def _add_gradcam_rows(r: dict, rows: list[dict]) -> None:
+    from bench.gradcam import table_rows
+
+    def add(metric, value, unit="", target="", ok=None, fmt="{:.1f}"):
+        text = (fmt.format(value) + (f" {unit}" if unit else "")) if isinstance(value, (int, float)) else str(value)
+        rows.append({"metric": metric, "value": value, "text": text, "target": target, "status": status(ok)})
+
+    if "gradcam" in r["errors"]:
+        err = r["errors"]["gradcam"].splitlines()[-1][:200]
+        rows.append(
+            {"metric": "Grad-CAM", "value": None, "text": "ERROR", "target": "", "status": "ERROR", "error": err}
+        )
+    else:
+        table_rows(r.get("gradcam"), add)
+
+
 def _add_real_rows(r: dict, rows: list[dict]) -> None:
     from bench.real import table_rows
 
@@ -797,6 +823,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--grid-only", action="store_true", help="only the perturbation-grid rows (sample model, 128-px zoo model)"
     )
+    ap.add_argument(
+        "--gradcam-only", action="store_true", help="only the Grad-CAM rows (96-px sample model, 224-px ResNet50)"
+    )
     ap.add_argument("--grid-images", type=int, default=200, help="images per grid cell in the grid rows [200]")
     ap.add_argument(
         "--data-dir",
@@ -833,6 +862,10 @@ def main(argv: list[str] | None = None) -> int:
             title="perturbation grid only",
             run=lambda: run_grid(args.grid_images, 3),
             add_rows=_add_grid_rows,
+        )
+    if args.gradcam_only:
+        return main_only(
+            args, t_start, key="gradcam", title="Grad-CAM only", run=lambda: run_gradcam(3), add_rows=_add_gradcam_rows
         )
     tmp = Path(tempfile.mkdtemp(prefix="wbc-bench-"))
     data_root = args.data_dir or (tmp / "data")
@@ -924,6 +957,9 @@ def main(argv: list[str] | None = None) -> int:
 
         # 5. the perturbation grid: perturbing overlapped with inference, against bare predict
         r["grid"] = section("grid", run_grid, args.grid_images, reps)
+
+        # 6. Grad-CAM: batched against a per-image loop
+        r["gradcam"] = section("gradcam", run_gradcam, reps)
 
         # 1. throughput, in this process (last, so the TF of this process does not sit beside the audits)
         log(f"throughput on {n_small} files: floor, clean pass, naive ({n_naive} images), stage profile")

@@ -275,3 +275,68 @@ def test_sanity_check_randomised_maps_differ_and_model_is_untouched():
     print("sanity median rho per stage", rho)
     assert rho[-1] < 0.9  # randomised through the last conv: the maps change
     assert np.array_equal(clf.gradcam(x, cls), before)  # the audit's model was not randomised
+
+
+# ------------------------------------------------------------------------ the model zoo, bad layers at set-up
+
+
+@pytest.mark.slow
+def test_every_zoo_architecture_in_memory_and_reloaded(tmp_path):
+    """Every architecture of model_zoo (untrained, 32 px): a target layer is found (inside the nested base for
+    the keras.applications heads), the maps are finite, and the model reloaded from .keras gives the same maps."""
+    from model_zoo.registry import ARCHITECTURES
+
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    cls = np.array([0, 1, 2])
+    for name, arch in ARCHITECTURES.items():
+        model = arch.build(input_size=(32, 32), n_classes=3, seed=0)
+        mem = _runner(model)
+        maps = mem.maps(x, cls, "gradcam")
+        assert maps.shape == (3, 32, 32) and np.all(np.isfinite(maps)), name
+        if arch.pretrained_base:
+            assert mem.path.startswith(arch.pretrained_base.lower() + "/"), (name, mem.path)
+        p = tmp_path / f"{name}.keras"
+        model.save(p)
+        clf = KerasClassifier(p)
+        assert clf.cam_target().layer == mem.path, name
+        assert np.abs(clf.gradcam(x, cls) - maps).max() < 1e-5, name
+        p.unlink()
+
+
+def test_bad_layer_is_an_input_error_at_setup_before_any_forward_pass(tmp_path, monkeypatch):
+    from auditor.config import AuditConfig
+    from auditor.pipeline import run_audit
+
+    def no_forward(*a, **k):
+        raise AssertionError("a forward pass ran before the layer path was checked")
+
+    monkeypatch.setattr(KerasClassifier, "forward", no_forward)
+    for bad, why in (("conv9", "does not exist"), ("features", "no spatial")):
+        cfg = AuditConfig(
+            model_paths=(SAMPLE_MODEL,),
+            data_path=SAMPLE_TEST,
+            n_bootstrap=0,
+            out_dir=tmp_path,
+            enable=("gradcam",),
+            sections={"gradcam": {"layer": bad}},
+        )
+        with pytest.raises(InputError) as err:
+            run_audit(cfg, write=None)
+        text = str(err.value)
+        assert text.startswith("--cam-layer") and why in text and "candidates" in text and "pool4" in text, text
+
+
+def test_sanity_summary_flags_maps_that_do_not_change():
+    from auditor.analyses.gradcam import SANITY_FLAG, SanityResult, sanity_summary
+
+    rng = np.random.default_rng(5)
+    trained = rng.uniform(size=(6, 8, 8))
+    same = sanity_summary(trained, [("top", trained + 1e-3 * rng.normal(size=trained.shape))])
+    assert same.flagged and same.stages[0].median_spearman > 0.99
+    fresh = sanity_summary(trained, [("top", rng.uniform(size=(6, 8, 8)))])
+    assert not fresh.flagged and abs(fresh.stages[0].median_spearman) < SANITY_FLAG
+    # the cross-image scale: image i against image i + 1, by hand
+    expect = np.median([spearman(trained[i], trained[(i + 1) % 6]) for i in range(6)])
+    assert fresh.cross_image_spearman == pytest.approx(expect)
+    assert SanityResult.from_dict(fresh.to_dict()).cross_image_spearman == pytest.approx(expect)

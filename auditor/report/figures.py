@@ -625,17 +625,21 @@ def perturbation_strip(tiles: np.ndarray, labels, severities) -> bytes:
         return _png(fig)
 
 
-def gradcam_panels(panels: Any, title: str) -> bytes:
+def gradcam_panels(panels: Any, title: str, columns: int = 0) -> bytes:
     """Grad-CAM panels: one column per image; rows are the image, the map over it with the cell outline,
     and the labels (true, predicted, confidence, focus score). ``panels`` have ``image`` (uint8), ``cam``
-    ([0, 1]), ``mask`` (bool or None), ``item`` (a GalleryItem) and ``focus``."""
+    ([0, 1]), ``mask`` (bool or None), ``item`` (a GalleryItem) and ``focus``. ``columns`` (at least the
+    number of panels) fixes the figure's width, so every group's tiles print at one scale; spare columns are
+    left blank."""
     import cv2
 
-    n = len(panels)
+    n = max(len(panels), columns)
     tile_in = 1.25
     with matplotlib.rc_context(STYLE):
         fig = _new(0.3 + tile_in * max(n, 2), 0.45 + 2 * tile_in + 0.55)
         axes = fig.subplots(2, n, squeeze=False, gridspec_kw={"wspace": 0.03, "hspace": 0.03})
+        for ax in axes[:, len(panels) :].ravel():
+            ax.set_axis_off()
         fig.suptitle(title, fontsize=9.5, x=0.0, ha="left")
         for j, p in enumerate(panels):
             img = p.image

@@ -135,6 +135,7 @@ class SetupContext:
     index: DatasetIndex
     model_classes: tuple[str, ...]
     model_path: Path
+    model: Any = None  # the loaded model's adapter (auditor.model.KerasClassifier): no forward pass here
 
 
 @dataclass

@@ -36,7 +36,7 @@ from ..errors import input_error
 from ..report import figures
 from .base import RANK_FINDINGS, Contribution, Section, Warning, Where
 from .common import GalleryItem, gallery
-from .context import SectionContext
+from .context import SectionContext, SetupContext
 
 
 @dataclass(frozen=True)
@@ -135,20 +135,33 @@ class GradcamSection(Section):
         "the map on the segmented white cell, and a weight-randomisation sanity check"
     )
     Options = GradcamOptions
-    # opt-in (--enable gradcam) until the focus threshold and the sanity-check flag are calibrated on real models
+    # opt-in (--enable gradcam): a gradient pass per mapped image is costly on large models; make demo enables it
     default_enabled = False
     needs = frozenset({"clean_pass", "images", "gradients"})
     template = "sections/gradcam.html"
     result_type = GradcamOutcome
+
+    def setup(self, options: GradcamOptions, ctx: SetupContext) -> None:
+        """A layer path that does not exist or has no spatial output is an input error (listing the candidate
+        layers) before any model time; a model without a convolutional layer is not: ``run`` reports it."""
+        if options.layer and ctx.model is not None:
+            from ..config import _flag_of
+
+            try:
+                ctx.model.cam_target(options.layer, source=_flag_of("gradcam", "layer"))
+            except CamNotApplicable:
+                pass
 
     def run(self, ctx: SectionContext, options: GradcamOptions) -> GradcamOutcome:
         return run_gradcam(ctx, options)
 
     def figures(self, result: GradcamOutcome) -> dict[str, bytes]:
         out = {}
-        for i, (group, panels) in enumerate(result.groups()):
+        groups = result.groups()
+        columns = max((len(panels) for _, panels in groups), default=0)  # one tile scale for every group
+        for i, (group, panels) in enumerate(groups):
             if all(p.image is not None for p in panels):
-                out[f"gradcam_panel_{i}"] = figures.gradcam_panels(panels, group)
+                out[f"gradcam_panel_{i}"] = figures.gradcam_panels(panels, group, columns)
         return out
 
     def summary(self, result: GradcamOutcome) -> Contribution:
@@ -202,7 +215,7 @@ def _panel_rows(ctx: SectionContext, per_class: int) -> list[tuple[str, int]]:
             rows = rows[np.argsort(-conf[rows], kind="stable")][:per_class]
             out += [(f"{name}: {label}", int(r)) for r in rows]
     fisher = ctx.results.get("fisher")
-    for g in getattr(fisher, "gallery", ())[: max(per_class, 1) * 2]:
+    for g in getattr(fisher, "gallery", ())[: max(per_class, 1)]:
         out.append(("highest Fisher", int(g.index)))
     return out
 
