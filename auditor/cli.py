@@ -67,7 +67,8 @@ class _AuditCommand(click.Command):
         if argv and argv[0] == "history":
             from .query import history
 
-            return history.main(argv[1:], *a, prog_name="wbc-audit history", **kw)
+            kw["prog_name"] = "wbc-audit history"
+            return history.main(argv[1:], *a, **kw)
         return super().main(argv, *a, **kw)
 
 

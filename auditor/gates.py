@@ -182,11 +182,11 @@ def evaluate(
         def outcome(status: str, measured: float | None, message: str, g=g, bound=bound) -> GateOutcome:
             return GateOutcome(g.text, g.metric, status, measured, bound, message)
 
-        if section not in ran and g.metric != "mcnemar_p":
-            out.append(
-                outcome(NOT_EVALUATED, None, f"not evaluated: the {section.replace('_', ' ')} section did not run")
-            )
-            continue
+        missing = (
+            f"not evaluated: the {section.replace('_', ' ')} section did not run"
+            if section not in ran
+            else f"not evaluated: this audit has no {words}"
+        )
         if g.needs_baseline and baseline is None:
             out.append(outcome(NOT_EVALUATED, None, f"not evaluated: {baseline_note}"))
             continue
@@ -209,7 +209,7 @@ def evaluate(
         if g.metric == "class_recall":
             now = class_recalls(current)
             if not now:
-                out.append(outcome(NOT_EVALUATED, None, "not evaluated: no class with images"))
+                out.append(outcome(NOT_EVALUATED, None, missing))
                 continue
             if g.change:
                 before = class_recalls(baseline or {})
@@ -229,7 +229,7 @@ def evaluate(
             continue
         now_v = headline_value(current, g.metric)
         if now_v is None:
-            out.append(outcome(NOT_EVALUATED, None, f"not evaluated: this audit has no {words}"))
+            out.append(outcome(NOT_EVALUATED, None, missing))
             continue
         if g.change:
             before_v = headline_value(baseline or {}, g.metric)

@@ -362,13 +362,12 @@ def register_folder(root: Path | str, folder: Path | str, kind: str = "audit") -
     """Register one finished folder (holding an audit.json) in the root's index and rewrite index.html;
     the one entry point for other writers (e.g. a comparison folder). Returns its row."""
     root = Path(root)
-    with writing(root) as index:
-        known = index.conn.execute(
-            "SELECT * FROM audits WHERE folder = ?", (Path(folder).relative_to(root).as_posix(),)
-        ).fetchone()
-        row = {} if known else index.add(Path(folder), kind=kind)
+    rel = Path(folder).relative_to(root).as_posix()
+    with writing(root) as index:  # writing() may already have registered it as an unregistered folder
+        if not index.conn.execute("SELECT 1 FROM audits WHERE folder = ?", (rel,)).fetchone():
+            index.add(Path(folder), kind=kind)
         write_html(index)
-    return row
+        return next(r for r in index.rows() if r["folder"] == rel)
 
 
 # ------------------------------------------------------------------------------------------- index.html

@@ -289,33 +289,41 @@ def card(doc: Mapping[str, Any], configured: Mapping[str, str], gates: Sequence[
 
 
 def trend_figure(release: Mapping[str, Any]) -> bytes | None:
-    """The trend of a model's numbers over its audits on this data (None with fewer than two audits)."""
+    """The trend of a model's numbers over its audits on this data (None with fewer than two audits): shares
+    on the left panel, ECE on the right one. Fixed layout (no tight bounding box): cheap with 1,000 audits."""
     trend = release.get("trend") or []
     metrics = release.get("trend_metrics") or []
     if len(trend) < 2 or not metrics:
         return None
+    import io
+
     import matplotlib
+    from matplotlib.figure import Figure
 
-    from .report.figures import PALETTE, STYLE, _new, _png
+    from .report.figures import DPI, PALETTE, STYLE
 
+    x = [r["version"] for r in trend]
+    shares = [m for m in metrics if m != "ece"]
     with matplotlib.rc_context(STYLE):
-        fig = _new(5.6, 2.1)
-        ax = fig.add_subplot()
-        x = [r["version"] for r in trend]
-        for i, k in enumerate(m for m in metrics if m != "ece"):
-            ax.plot(x, [r.get(k) for r in trend], "o-", ms=3, lw=1.2, color=PALETTE[i], label=WORDS.get(k, k))
-        ax.set_xlabel("audit version")
-        ax.set_ylabel("share")
+        fig = Figure(figsize=(6.4, 2.2))
         if "ece" in metrics:
-            ax2 = ax.twinx()
-            ax2.plot(x, [r.get("ece") for r in trend], "s--", ms=3, lw=1, color="#5f6b7a", label="ECE (right axis)")
-            ax2.set_ylabel("ECE")
-            fig.legend(loc="outside right center", frameon=False)
+            ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2.2, 1]})
         else:
-            ax.legend(frameon=False, loc="best")
-        ax.axvline(trend[-1]["version"], color="#d9822b", ls=":", lw=1)
-        if len(x) <= 20:
-            ax.set_xticks(x, [f"v{v}" for v in x])
-        ax.grid(alpha=0.25)
-        ax.set_title("Trend over this model's audits on this data")
-        return _png(fig)
+            ax, ax2 = fig.subplots(1, 1), None
+        fig.subplots_adjust(left=0.09, right=0.98, bottom=0.2, top=0.86, wspace=0.3)
+        for i, k in enumerate(shares):
+            ax.plot(x, [r.get(k) for r in trend], "o-", ms=3, lw=1.2, color=PALETTE[i], label=WORDS.get(k, k))
+        ax.set_title("Accuracy-type numbers (share)")
+        ax.legend(frameon=False, loc="lower left", fontsize=7)
+        if ax2 is not None:
+            ax2.plot(x, [r.get("ece") for r in trend], "s-", ms=3, lw=1, color="#5f6b7a")
+            ax2.set_title("ECE (lower is better)")
+        for a in (ax, ax2) if ax2 is not None else (ax,):
+            a.set_xlabel("audit version")
+            a.axvline(trend[-1]["version"], color="#d9822b", ls=":", lw=1)
+            a.grid(alpha=0.25)
+            if len(x) <= 12:
+                a.set_xticks(x, [f"v{v}" for v in x])
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+        return buf.getvalue()
