@@ -85,7 +85,7 @@ def test_gate_parsing_and_bad_gates():
             G.parse_gate(bad, "gates")
     with pytest.raises(InputError, match="unknown metric"):  # through the config, as the file gives it
         build_config({"gates": ["precision >= 0.9"]})
-    with pytest.raises(InputError, match="model_card.*unknown model-card field"):
+    with pytest.raises(InputError, match=r"model_card.*unknown model-card field"):
         build_config({"model_card": {"purpose": "x"}})
 
 
@@ -330,7 +330,7 @@ def test_baseline_deltas_and_resolution(tmp_path):
     assert latest.doc["summary"]["headline"]["accuracy"] == 0.93
     v1 = resolve_baseline("v1", root, ident, "model.keras")
     assert v1.path == f1 / "audit.json"
-    with pytest.raises(InputError, match="v7.*no such audit.*v1, v2"):
+    with pytest.raises(InputError, match=r"v7.*no such audit.*v1, v2"):
         resolve_baseline("v7", root, ident, "model.keras")
     none = resolve_baseline("latest", root, idx.model_identity(tmp_path / "other.keras"), "other.keras")
     assert none.doc is None and "no earlier audit" in none.note
@@ -363,12 +363,12 @@ def test_bad_baselines(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         load_baseline_doc(tmp_path / "absent" / "audit.json")
     (tmp_path / "x.json").write_text('{"hello": 1}')
-    with pytest.raises(InputError, match="not a wbc-audit audit.json"):
+    with pytest.raises(InputError, match=r"not a wbc-audit audit.json"):
         load_baseline_doc(tmp_path / "x.json")
     newer = json.loads(GOLDEN.read_text())
     newer["schema_version"] = 99
     (tmp_path / "n.json").write_text(json.dumps(newer))
-    with pytest.raises(InputError, match="newer wbc-audit.*schema 99"):
+    with pytest.raises(InputError, match=r"newer wbc-audit.*schema 99"):
         load_baseline_doc(tmp_path / "n.json")
     doc, _ = load_baseline_doc(GOLDEN)  # an early schema-1 layout without report id: migrated
     assert doc["report_id"] == "data" and doc["summary"]["headline"]["accuracy"] == 0.89
@@ -383,7 +383,8 @@ def test_history_command(tmp_path):
     model = tmp_path / "m" / "model.keras"
     root = tmp_path / "out"
     for i in range(3):
-        write_report(report_for(model, stamp=86400 * i, accuracy=0.9 + i / 100), cfg(root, gates=("accuracy >= 0.915",)))
+        report = report_for(model, stamp=86400 * i, accuracy=0.9 + i / 100)
+        write_report(report, cfg(root, gates=("accuracy >= 0.915",)))
     write_report(report_for(tmp_path / "other.keras", stamp=5), cfg(root))
     run = CliRunner().invoke(main, ["history", str(root), "--model", "model.keras", "--json"])
     assert run.exit_code == 0, run.output
