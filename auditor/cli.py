@@ -1,7 +1,11 @@
 """``wbc-audit``: parse options, build the config, run, map the outcome to an exit code.
 
 Exit codes: 0 done; 1 the audit itself failed (or, with ``--strict``, an analysis failed);
-2 bad usage or input (a missing or unreadable model, data folder, or option value).
+2 bad usage or input (a missing or unreadable model, data folder, or option value); 3 the reports were
+written and a release gate failed.
+
+``wbc-audit history OUT_ROOT ...`` (a first argument ``history``) lists past audits from the index instead
+(:mod:`auditor.query`); a model path literally named ``history`` is given as ``./history``.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from .config import (
 from .config import (
     SECTION_FLAGS as CONFIG_SECTION_FLAGS,
 )
-from .errors import EXIT_AUDIT_FAILED, EXIT_BAD_INPUT, EXIT_OK, AuditError, input_error
+from .errors import EXIT_AUDIT_FAILED, EXIT_BAD_INPUT, EXIT_GATES_FAILED, EXIT_OK, AuditError, input_error
 from .perturb import NAMES
 
 EPILOG = """\b
@@ -40,10 +44,12 @@ Examples:
   wbc-audit model.keras data/test/ --external lab2=data/lab2 --external bccd=data/bccd
   wbc-audit --config nightly.toml                        # options from a TOML file
   wbc-audit model.keras data/test/ --print-config > nightly.toml
+  wbc-audit --config nightly.toml --baseline latest --junit gates.xml --quiet
+  wbc-audit history audits/ --model model.keras --since 2026-01-01 --json
 
 \b
 Exit codes: 0 done, 1 the audit failed (or an analysis failed with --strict),
-2 bad usage or input. Errors are one line on stderr starting with "error:".
+2 bad usage or input, 3 reports written but a release gate failed. Errors are one line on stderr starting with "error:".
 """
 
 
@@ -52,7 +58,25 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EPILOG)
+class _AuditCommand(click.Command):
+    """The audit command; a first argument ``history`` runs ``wbc-audit history`` (auditor.query) instead, so
+    ``wbc-audit MODEL DATA`` keeps its positional form."""
+
+    def main(self, args=None, *a, **kw):  # type: ignore[override]
+        argv = list(sys.argv[1:] if args is None else args)
+        if argv and argv[0] == "history":
+            from .query import history
+
+            kw["prog_name"] = "wbc-audit history"
+            return history.main(argv[1:], *a, **kw)
+        return super().main(argv, *a, **kw)
+
+
+@click.command(
+    cls=_AuditCommand,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EPILOG,
+)
 @click.argument("paths", nargs=-1, required=False, metavar="MODEL... DATA")
 @click.option(
     "--config",
@@ -264,6 +288,22 @@ def _fail(message: str, code: int) -> None:
     help="With several models: the reference of the perturbation grid's mCE (a model path, or a file name only "
     "one model has) [default: the first model].",
 )
+@click.option(
+    "--baseline",
+    default=None,
+    metavar="PATH|latest|vN",
+    help="Compare with an earlier audit: an audit.json (or its folder), latest (this model's latest audit in "
+    "--out) or vN (its version N); the report shows every headline number's change, and gates may test it.",
+)
+@click.option(
+    "--gate",
+    "gate",
+    multiple=True,
+    metavar="CONDITION",
+    help='A release gate such as "accuracy >= 0.95" or "accuracy drop <= 0.01" (repeatable; usually in the '
+    "config file's gates list). A failed gate exits 3.",
+)
+@click.option("--junit", default=None, metavar="FILE", help="Write the gates' outcomes as JUnit XML (for CI).")
 @click.option("--workers", default=None, type=int, help="Image decoding threads [default: up to 4].")
 @click.option(
     "--strict", is_flag=True, help="Exit 1 when any analysis failed (it is recorded in the report either way)."
@@ -295,7 +335,9 @@ def main(ctx, paths, config_file, print_config, **flags):
         from .history import write_report
         from .pipeline import run_audit
         from .progress import Progress
+        from .release import check_before_audit
 
+        check_before_audit(config)  # output root writable, baseline readable: before any model time
         reports = run_audit(config, progress=Progress(quiet=config.quiet), write=write_report)
     except AuditError as exc:
         _fail(exc.message, exc.exit_code)
@@ -318,9 +360,30 @@ def main(ctx, paths, config_file, print_config, **flags):
                 err=True,
             )
         click.echo(str(out_dir))
+    failed_gates = _gates_outcome(reports, config)
     if config.strict and n_failures:
         _fail(f"{n_failures} analysis failure(s) recorded in the report (--strict)", EXIT_AUDIT_FAILED)
+    if failed_gates:
+        _fail(f"{len(failed_gates)} release gate(s) failed: " + "; ".join(failed_gates), EXIT_GATES_FAILED)
     sys.exit(EXIT_OK)
+
+
+def _gates_outcome(reports, config) -> list[str]:
+    """Write the JUnit file (when asked) and return a line per failed gate."""
+    from .gates import junit_xml
+
+    suites, failed = [], []
+    for report in reports:
+        release = report.artifacts.release or {}
+        name = f"{report.model['file_name']} {release.get('label', '')}".strip()
+        suites.append((name, release.get("gates", [])))
+        failed += [f"{name}: {g['gate']} ({g['message']})" for g in release.get("gates", []) if g["status"] == "failed"]
+    if config.junit:
+        path = Path(config.junit)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(junit_xml(suites), encoding="utf-8")
+        os.replace(tmp, path)
+    return failed
 
 
 def _param(flag: str) -> str:
@@ -369,7 +432,19 @@ def _build(ctx: click.Context, paths: tuple[str, ...], config_file: str | None, 
         elif key in ("class_names", "disable", "only", "enable"):
             value = parse_csv_option(value)
             value = list(value) if value is not None else None
-        if value is None and key in ("workers", "resize", "crop", "channels", "class_names", "only", "reference"):
+        if key == "gate":
+            value = list(value)
+        if value is None and key in (
+            "workers",
+            "resize",
+            "crop",
+            "channels",
+            "class_names",
+            "only",
+            "reference",
+            "baseline",
+            "junit",
+        ):
             continue
         if value is None and key in ("disable", "enable"):
             value = []

@@ -72,7 +72,14 @@ FLAGS = {
     "enable": "--enable",
     "disabled": "--disable",
     "reference": "--reference",
+    "baseline": "--baseline",
+    "junit": "--junit",
+    "gates": "--gate",
+    "model_card": "model_card",
 }
+#: general options given as a table (name = text) in the config file
+TABLE_OPTIONS = ("model_card",)
+MODEL_CARD_KEYS = ("intended_use", "limitations", "training_data", "ethical_considerations")
 
 
 def _default_workers() -> int:
@@ -110,6 +117,10 @@ class AuditConfig:
     enable: tuple[str, ...] = ()  # opt-in sections to run as well
     disabled: tuple[str, ...] = ()
     reference: str | None = None  # the reference model of cross-model comparisons (mCE); None = the first
+    baseline: str | None = None  # PATH | latest | vN: the earlier audit to compare with (auditor.release)
+    junit: Path | None = None  # where to write the gates as JUnit XML
+    gates: tuple[str, ...] = ()  # release gates (auditor.gates), e.g. "accuracy >= 0.95"
+    model_card: tuple[tuple[str, str], ...] = ()  # intended_use, limitations, training_data (model card)
     sections: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -208,6 +219,17 @@ def _validate_general(v: Mapping[str, Any], where: Callable[[str], str]) -> None
         raise input_error(where("gallery_size"), f"{v['gallery_size']} is negative")
     if v["workers"] < 1:
         raise input_error(where("workers"), f"{v['workers']} is not a positive integer")
+    if v.get("gates"):
+        from .gates import parse_gates
+
+        parse_gates(v["gates"], where("gates"))
+    for key, _ in v.get("model_card") or ():
+        if key not in MODEL_CARD_KEYS:
+            raise input_error(
+                where("model_card"),
+                f"unknown model-card field {key!r}",
+                expected="one of " + ", ".join(MODEL_CARD_KEYS),
+            )
     if v.get("reference") is not None and v.get("model_paths"):
         _reference_index(v["reference"], v["model_paths"], where("reference"))
 
@@ -433,6 +455,10 @@ GENERAL_TYPES: dict[str, Any] = {
     "enable": tuple[str, ...],
     "disabled": tuple[str, ...],
     "reference": str,
+    "baseline": str,
+    "junit": Path,
+    "gates": tuple[str, ...],
+    "model_card": tuple[tuple[str, str], ...],
 }
 
 
@@ -469,7 +495,7 @@ def build_config(
                 f"unknown option {key!r}",
                 expected="one of " + ", ".join(sorted(GENERAL_TYPES)) + " or [sections.NAME]",
             )
-        kwargs[RENAMED.get(key, key)] = coerce(value, GENERAL_TYPES[key], where(key))
+        kwargs[RENAMED.get(key, key)] = coerce(value, GENERAL_TYPES[key], where(key), table=key in TABLE_OPTIONS)
     sections = options.get("sections", {})
     if not isinstance(sections, Mapping):
         raise input_error(where("sections"), f"is {_describe(sections)}", expected="a table of section tables")
@@ -582,6 +608,8 @@ def _toml_value(value: Any) -> str:
         return f'"{escaped}"'
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):  # an inline table (model_card)
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
 
 

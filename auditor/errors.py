@@ -13,6 +13,7 @@ from pathlib import Path
 EXIT_OK = 0
 EXIT_AUDIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_GATES_FAILED = 3  # the audit ran and was written, and at least one release gate failed
 
 
 class AuditError(Exception):

@@ -7,10 +7,16 @@ Layout::
 
 A run that is killed leaves at most a hidden ``.partial-*`` folder (removed by the next run once its
 process is gone); it never touches an earlier report, and an existing folder is never overwritten.
+
+Each folder is registered in the root's audit index (``audits.db``, ``index.html``: :mod:`auditor.index`)
+in the same transaction that assigns its version, and carries its release record (version, gates,
+baseline deltas, trend, model card: :mod:`auditor.release`). Another writer registers a finished folder
+through :func:`auditor.index.register_folder`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -46,7 +52,49 @@ def clean_stale_partials(model_dir: Path) -> None:
 
 
 def write_report(report: AuditReport, config) -> Path:
-    """Write every output of one audit and move the folder into place atomically; return its path."""
+    """Write one audit's folder and register it in the index: in one index transaction, assign the model's
+    next version, evaluate gates against the baseline, add the trend, write the folder, move it into place,
+    add the index entry and rewrite index.html. Returns the folder; the release record is also left in
+    ``report.artifacts.release``."""
+    from . import index as idx
+    from .gates import correctness_from_rows
+    from .release import resolve_baseline
+
+    root = Path(config.out_dir)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise input_error("--out", f"cannot create {root} ({exc.strerror or exc})") from None
+    identity = idx.model_identity(report.model["path"])
+    baseline = resolve_baseline(getattr(config, "baseline", None), root, identity, report.model.get("file_name", ""))
+    preds = report.artifacts.predictions
+    correct = correctness_from_rows(preds.header, preds.rows) if preds is not None else None
+    with idx.writing(root) as index:
+        version = index.next_version(identity)
+        trend = index.trend(identity, report.dataset.get("fingerprint"))
+        from .release import build_release
+
+        release = build_release(
+            report.to_dict(),
+            version=version,
+            identity=identity,
+            gates_texts=getattr(config, "gates", ()),
+            baseline=baseline,
+            trend_rows=trend,
+            ran=tuple(report.results),
+            current_correct=correct,
+            model_card=dict(getattr(config, "model_card", ()) or ()),
+        )
+        final_report = dataclasses.replace(report, release=release)
+        report.artifacts.release = release
+        folder = write_folder(final_report, config)
+        index.add(folder, final_report.to_dict())
+        idx.write_html(index)
+    return folder
+
+
+def write_folder(report: AuditReport, config) -> Path:
+    """Write every output of one report and move the folder into place atomically; return its path."""
     model_dir = Path(config.out_dir) / Path(report.model["path"]).stem
     try:
         model_dir.mkdir(parents=True, exist_ok=True)

@@ -228,7 +228,7 @@ def test_print_config_fed_back_gives_the_same_audit(tmp_path, colour_model_path,
     a["config"].pop("out")
     b["config"].pop("out")
     for d in (a, b):
-        for key in ("report_id", "created_utc", "timings_seconds"):
+        for key in ("report_id", "created_utc", "timings_seconds", "release"):  # release: this run's record
             d.pop(key)
     assert a == b
 

@@ -35,6 +35,7 @@ FRAME_KEYS = (
     "results",
     "failures",
     "timings_seconds",
+    "release",
 )
 
 
@@ -58,6 +59,7 @@ class Artifacts:
     tables: Mapping[str, Table] = field(default_factory=dict)
     data_root: str | None = None
     out_dir: Path | None = None
+    release: Mapping[str, Any] | None = None  # the release record written with the report (auditor.history)
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class AuditReport:
     failures: tuple[Failure, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
     unknown: Mapping[str, Any] = field(default_factory=dict)  # audit.json keys no installed section claims
+    release: Mapping[str, Any] = field(default_factory=dict)  # version, gates, baseline, trend (auditor.release)
     artifacts: Artifacts = field(default_factory=Artifacts, compare=False, repr=False)
 
     def __getitem__(self, name: str) -> Any:
@@ -120,6 +123,8 @@ class AuditReport:
             "failures": [f.to_dict() for f in self.failures],
             "timings_seconds": self.timings,
         }
+        if self.release:
+            doc["release"] = self.release
         return jsonable(doc)
 
     @classmethod
@@ -152,6 +157,7 @@ class AuditReport:
             failures=tuple(Failure(**f) for f in d.get("failures", [])),
             timings=d.get("timings_seconds", {}),
             unknown=unknown,
+            release=d.get("release") or {},
         )
 
     def save(self, folder: Path | str, formats: Sequence[str] = ("html", "pdf", "json")) -> Path:

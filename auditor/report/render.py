@@ -90,6 +90,12 @@ def make_figures(report: AuditReport, sections: Registry | None = None) -> dict[
                 if name in out:
                     raise ValueError(f"section {section.name} makes a figure named {name!r}, already taken")
                 out[name] = png
+    if report.release:
+        from ..release import trend_figure
+
+        png = trend_figure(report.release)
+        if png is not None:
+            out["release_trend"] = png
     return out
 
 
