@@ -223,6 +223,7 @@ def test_shared_decode_gives_the_predictions_of_one_pass_per_model(three_models)
     from auditor.config import AuditConfig
     from auditor.data import discover
     from auditor.pipeline import clean_pass, clean_passes, prepare_model
+    from auditor.progress import QUIET
 
     cfg = AuditConfig(model_paths=tuple(three_models), data_path=SAMPLE_TEST, n_bootstrap=0, batch_size=16)
     index = discover(SAMPLE_TEST)
@@ -230,7 +231,7 @@ def test_shared_decode_gives_the_predictions_of_one_pass_per_model(three_models)
     assert [pm.resize for pm in prepared] == ["bilinear", "bilinear", "pil:bilinear"]
     shared = clean_passes(prepared, index, cfg)
     for pm, cp in zip(prepared, shared):
-        alone = clean_pass(pm, index, cfg)
+        alone = clean_pass(pm, index, cfg, QUIET)
         assert np.array_equal(cp.sample_idx, alone.sample_idx) and np.array_equal(cp.y_true, alone.y_true)
         assert np.array_equal(cp.probs, alone.probs)  # bit for bit
         assert np.array_equal(cp.features, alone.features)

@@ -355,7 +355,7 @@ def fmt(value: float | None, kind: str) -> str:
     if kind == "count":
         return f"{value:,.0f}"
     if kind == "mb":
-        return f"{value:.1f} MB"
+        return f"{value:.1f} MB" if value >= 1 else f"{value * 1000:.0f} kB"
     if kind == "per_s":
         return f"{value:.0f} images/s"
     return f"{value:.3g}"
@@ -437,7 +437,7 @@ def recommend(
                 f"{best} has the highest weighted score ({scores[best]:.2f} of 1, runner-up {runner} "
                 f"{scores[runner]:.2f})."
             )
-        if strong:
+        if strong and runner is not None:
             reasons.append(f"It is the best eligible candidate on {_words(strong)}.")
         if runner is not None:
             gap = {n: used[n] * (norm[n][best] - norm[n][runner]) / total for n in used}

@@ -34,7 +34,10 @@ def pareto_figure(comparison: ComparisonReport) -> bytes | None:
     lat = [p[3] for p in pts if p[3] is not None]
     fig = figmod._new(6.2, 3.6)
     ax = fig.add_subplot()
+    seen: dict[tuple[float, float], int] = {}
     for name, x, y, ms in pts:
+        stacked = seen.get((x, y), 0)  # models on the same point: labels one above the other
+        seen[(x, y)] = stacked + 1
         size = 60.0 if ms is None or not lat else 40.0 + 360.0 * (ms / max(lat))
         on_front = name in r.pareto_front
         ax.scatter(
@@ -50,7 +53,9 @@ def pareto_figure(comparison: ComparisonReport) -> bytes | None:
         label = name if len(name) <= 28 else "…" + name[-27:]
         if ms is not None:
             label += f"\n{ms:.1f} ms"
-        ax.annotate(label, (x * scale[0], y * scale[1]), xytext=(7, 5), textcoords="offset points", fontsize=7)
+        ax.annotate(
+            label, (x * scale[0], y * scale[1]), xytext=(7, 5 + 20 * stacked), textcoords="offset points", fontsize=7
+        )
     front = sorted((p for p in pts if p[0] in r.pareto_front), key=lambda p: p[1])
     if len(front) > 1:
         ax.plot([p[1] * scale[0] for p in front], [p[2] * scale[1] for p in front], "--", color="#1f5fa8", lw=1)
