@@ -116,7 +116,12 @@ def comparison_options(raw: Any, where: Callable[[str], str]) -> ComparisonOptio
     else:
         raise input_error("[comparison]", f"is {_describe(raw)}", expected="a table of comparison options")
     opts.validate(where)
-    return opts
+    # numbers in one spelling ("1" and 1.0 alike read "1.0"), so a printed configuration reads back the same
+    return dataclasses.replace(
+        opts,
+        weights=tuple((k, repr(float(v))) for k, v in opts.weights),
+        constraints=tuple((k, repr(float(v))) for k, v in opts.constraints),
+    )
 
 
 # ----------------------------------------------------------------------------------- names and classes
