@@ -207,9 +207,9 @@ class PairComparison:
             p_value=float(d["p_value"]),
             p_holm=float(d["p_holm"]),
             accuracy_diff=float(d["accuracy_diff"]),
-            accuracy_diff_ci=ci(d["accuracy_diff_ci"]),  # type: ignore[arg-type]
+            accuracy_diff_ci=ci(d["accuracy_diff_ci"]),
             f1_diff=float(d["f1_diff"]),
-            f1_diff_ci=ci(d["f1_diff_ci"]),  # type: ignore[arg-type]
+            f1_diff_ci=ci(d["f1_diff_ci"]),
             disagreements=tuple(Disagreement(**x) for x in d["disagreements"]),
         )
 
@@ -407,12 +407,10 @@ def recommend(
         else:
             used[name] = float(w)
     total = sum(used.values())
-    norm = {
-        name: dict(
-            zip(eligible, _normalised([float(values[m][name]) for m in eligible], MEASURES[name].higher_is_better))
-        )  # type: ignore[arg-type]
-        for name in used
-    }
+    norm: dict[str, dict[str, float]] = {}
+    for name in used:
+        column = [float(values[m][name] or 0.0) for m in eligible]  # every eligible model has it (checked above)
+        norm[name] = dict(zip(eligible, _normalised(column, MEASURES[name].higher_is_better)))
     contributions = {
         m: tuple((name, used[name] * norm[name][m] / total) for name in used) if total else () for m in eligible
     }

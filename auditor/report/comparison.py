@@ -26,8 +26,11 @@ def pareto_figure(comparison: ComparisonReport) -> bytes | None:
     None when fewer than two models have both values."""
     r = comparison.result
     mx, my = MEASURES[r.pareto_x], MEASURES[r.pareto_y]
-    pts = [(row.name, row.value(r.pareto_x), row.value(r.pareto_y), row.value("latency_ms")) for row in r.models]
-    pts = [p for p in pts if p[1] is not None and p[2] is not None]
+    pts: list[tuple[str, float, float, float | None]] = []
+    for row in r.models:
+        x, y = row.value(r.pareto_x), row.value(r.pareto_y)
+        if x is not None and y is not None:
+            pts.append((row.name, float(x), float(y), row.value("latency_ms")))
     if len(pts) < 2:
         return None
     scale = {"share": 100.0}.get(mx.kind, 1.0), {"share": 100.0}.get(my.kind, 1.0)
