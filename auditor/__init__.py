@@ -8,6 +8,9 @@ Python API::
     report = auditor.audit("model.keras", "data/test", seed=1, sections={"calibration": {"bins": 10}})
     report["classification"].metrics.accuracy      # results are the sections' frozen dataclasses
     report.save("out/", formats=("html", "json"))   # or report.to_dict()
+    run = auditor.audit(["a.keras", "b.keras"], "data/test", comparison={"weights": {"accuracy": 1}})
+    run.comparison.result.recommendation.recommended  # a list of reports with their comparison
+    run.comparison.save("out/comparison")
     again = auditor.load_report("out/audit.json")
 """
 
@@ -29,7 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover - types only
 def audit(
     model: str | Path | Sequence[str | Path], data: str | Path, *, progress: bool = False, **options: Any
 ) -> AuditReport | list[AuditReport]:
-    """Run an audit in this process and return the report (a list of reports for a list of models).
+    """Run an audit in this process and return the report (a list of reports for a list of models; with two or
+    more, the list's ``comparison`` is the model comparison, :class:`auditor.compare.ComparisonReport`).
 
     ``options`` are the config file's: general options by name (``seed=1``, ``bootstrap=200``,
     ``resize="area"``, ``disabled=["fisher"]``...) and ``sections={"name": {option: value}}``. Nothing is
@@ -49,7 +53,7 @@ def audit(
         table_where=lambda section: f"sections.{section}",
     )
     reports = run_audit(config, progress=Progress(quiet=not progress))
-    return reports if many else reports[0]
+    return reports if many else reports[0]  # several models: reports.comparison (ComparisonReport)
 
 
 def load_report(path: str | Path) -> AuditReport:

@@ -332,13 +332,15 @@ def main(ctx, paths, config_file, print_config, **flags):
             click.echo(to_toml(config), nl=False)
             sys.exit(EXIT_OK)
         config.require_inputs()
-        from .history import write_report
+        from .history import write_comparison, write_report
         from .pipeline import run_audit
         from .progress import Progress
         from .release import check_before_audit
 
         check_before_audit(config)  # output root writable, baseline readable: before any model time
-        reports = run_audit(config, progress=Progress(quiet=config.quiet), write=write_report)
+        reports = run_audit(
+            config, progress=Progress(quiet=config.quiet), write=write_report, write_comparison=write_comparison
+        )
     except AuditError as exc:
         _fail(exc.message, exc.exit_code)
     except KeyboardInterrupt:
@@ -361,6 +363,13 @@ def main(ctx, paths, config_file, print_config, **flags):
             )
         click.echo(str(out_dir))
     failed_gates = _gates_outcome(reports, config)
+    comparison_dir = getattr(reports, "comparison_dir", None)
+    if comparison_dir is not None:
+        rec = reports.comparison.result.recommendation
+        if not config.quiet:
+            chosen = f"recommended {rec.recommended}" if rec.recommended else "no model recommended"
+            click.echo(f"comparison: {comparison_dir}{os.sep}  ({chosen})", err=True)
+        click.echo(str(comparison_dir))
     if config.strict and n_failures:
         _fail(f"{n_failures} analysis failure(s) recorded in the report (--strict)", EXIT_AUDIT_FAILED)
     if failed_gates:

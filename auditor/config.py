@@ -122,6 +122,7 @@ class AuditConfig:
     gates: tuple[str, ...] = ()  # release gates (auditor.gates), e.g. "accuracy >= 0.95"
     model_card: tuple[tuple[str, str], ...] = ()  # intended_use, limitations, training_data (model card)
     sections: Mapping[str, Any] = field(default_factory=dict)
+    comparison: Any = None  # [comparison]: auditor.compare.ComparisonOptions (a table is validated into one)
 
     def __post_init__(self) -> None:
         _validate_general(
@@ -139,6 +140,11 @@ class AuditConfig:
                 where=_flag_of,
                 table_where=lambda name: f"[sections.{name}]",
             ),
+        )
+        from .compare import comparison_options
+
+        object.__setattr__(
+            self, "comparison", comparison_options(self.comparison, lambda key: f"[comparison] {key}".rstrip())
         )
 
     def require_inputs(self) -> None:
@@ -172,10 +178,11 @@ class AuditConfig:
         """The effective configuration in option names (JSON primitives; ``None`` for unset values)."""
         d: dict[str, Any] = {}
         for f in dataclasses.fields(self):
-            if f.name == "sections":
+            if f.name in ("sections", "comparison"):
                 continue
             d[FIELD_TO_OPTION.get(f.name, f.name)] = _plain(getattr(self, f.name))
         d["sections"] = {name: _plain_options(opts) for name, opts in self.sections.items()}
+        d["comparison"] = _plain_options(self.comparison)
         return d
 
 
@@ -487,13 +494,13 @@ def build_config(
     table_where = table_where or (lambda name: f"[sections.{name}]")
     kwargs: dict[str, Any] = {}
     for key, value in options.items():
-        if key == "sections":
+        if key in ("sections", "comparison"):
             continue
         if key not in GENERAL_TYPES:
             raise input_error(
                 where(key),
                 f"unknown option {key!r}",
-                expected="one of " + ", ".join(sorted(GENERAL_TYPES)) + " or [sections.NAME]",
+                expected="one of " + ", ".join(sorted(GENERAL_TYPES)) + ", [comparison] or [sections.NAME]",
             )
         kwargs[RENAMED.get(key, key)] = coerce(value, GENERAL_TYPES[key], where(key), table=key in TABLE_OPTIONS)
     sections = options.get("sections", {})
@@ -514,6 +521,12 @@ def build_config(
         where=section_where,
         table_where=table_where,
     )
+    if "comparison" in options:
+        from .compare import comparison_options
+
+        kwargs["comparison"] = comparison_options(
+            options["comparison"], lambda key: where(f"comparison.{key}".rstrip("."))
+        )
     return AuditConfig(**kwargs)
 
 
@@ -578,9 +591,18 @@ def to_toml(config: AuditConfig) -> str:
     d = config.to_dict()
     lines = ["# wbc-audit configuration (wbc-audit --print-config). Paths are relative to the working folder.", ""]
     for key, value in d.items():
-        if key == "sections" or value is None:
+        if key in ("sections", "comparison") or value is None:
             continue
         lines.append(f"{key} = {_toml_value(value)}")
+    comparison = d.get("comparison") or {}
+    lines += ["", "[comparison]"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in comparison.items() if not isinstance(v, dict) and v is not None]
+    for tname, tvalue in comparison.items():
+        if isinstance(tvalue, dict) and tvalue:
+            lines += ["", f"[comparison.{tname}]"]
+            lines += [
+                f"{_toml_key(k)} = {tvalue_k}" for k, tvalue_k in ((k, _toml_number(v)) for k, v in tvalue.items())
+            ]
     for name, opts in d["sections"].items():
         scalars = {k: v for k, v in opts.items() if not isinstance(v, dict) and v is not None}
         tables = {k: v for k, v in opts.items() if isinstance(v, dict)}
@@ -591,6 +613,14 @@ def to_toml(config: AuditConfig) -> str:
             lines += ["", f"[sections.{name}.{tname}]"]
             lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in tvalue.items()]
     return "\n".join(lines) + "\n"
+
+
+def _toml_number(value: str) -> str:
+    """A comparison weight or bound (kept as text in the options) as a TOML number when it reads as one."""
+    try:
+        return repr(float(value))
+    except ValueError:
+        return _toml_value(value)
 
 
 def _toml_key(key: str) -> str:

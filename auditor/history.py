@@ -117,3 +117,30 @@ def write_folder(report: AuditReport, config) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_comparison(comparison, config) -> Path:
+    """Write a model comparison (:class:`auditor.compare.ComparisonReport`) into
+    ``<out>/_comparison/<report id>/`` the same way: a hidden temporary folder renamed into place."""
+    from .report.comparison import write_comparison_outputs
+
+    root = Path(config.out_dir) / "_comparison"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise input_error("--out", f"cannot create {root} ({exc.strerror or exc})") from None
+    clean_stale_partials(root)
+    tmp = root / f"{PARTIAL_PREFIX}{comparison.report_id}-{os.getpid()}"
+    tmp.mkdir()
+    try:
+        write_comparison_outputs(comparison, tmp, config.formats)
+        final = root / comparison.report_id
+        n = 2
+        while final.exists():
+            final = root / f"{comparison.report_id}-{n}"
+            n += 1
+        os.rename(tmp, final)
+        return final
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -629,6 +630,35 @@ class KerasClassifier:
         else:
             self._output_type, self._output_detection = "logits", "outputs do not sum to 1; softmax applied"
         self.info = _replace(self.info, output_type=self._output_type, output_detection=self._output_detection)
+
+    def measure_speed(self, batch_size: int = 32, runs: int = 20, warmup: int = 3, seed: int = 0) -> dict:
+        """Latency of one image (batch 1: median of ``runs`` timed forward passes after ``warmup`` untimed
+        ones) and throughput at ``batch_size`` (images per second: batch size over the median of
+        ``max(3, runs // 4)`` timed batches after one untimed), on random inputs of the model's input shape,
+        through the same forward function the audit uses (outputs copied to the host)."""
+        rng = np.random.default_rng(seed)
+        one = tf.convert_to_tensor(rng.random((1,) + self.input_shape, dtype=np.float32))
+        many = tf.convert_to_tensor(rng.random((batch_size,) + self.input_shape, dtype=np.float32))
+
+        def timed(x) -> float:
+            t = time.perf_counter()
+            out = self._forward(x)
+            out[0].numpy()
+            return time.perf_counter() - t
+
+        for _ in range(max(1, warmup)):
+            timed(one)
+        lat = [timed(one) for _ in range(max(1, runs))]
+        timed(many)
+        n_batches = max(3, runs // 4)
+        per_batch = [timed(many) for _ in range(n_batches)]
+        return {
+            "latency_ms": float(np.median(lat) * 1000.0),
+            "latency_runs": len(lat),
+            "throughput": float(batch_size / np.median(per_batch)),
+            "throughput_batch_size": int(batch_size),
+            "throughput_runs": n_batches,
+        }
 
     def predict_arrays(self, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Probabilities for already prepared inputs, in batches."""

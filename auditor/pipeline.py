@@ -89,13 +89,23 @@ class PreparedModel:
 
 
 def run_audit(
-    config: AuditConfig, *, progress: Progress = QUIET, write: Callable | None = None, sections: Registry | None = None
+    config: AuditConfig,
+    *,
+    progress: Progress = QUIET,
+    write: Callable | None = None,
+    sections: Registry | None = None,
+    write_comparison: Callable | None = None,
 ) -> list[AuditReport]:
     """Audit every model in ``config`` on its data set; return the reports (each written when ``write``).
 
     ``write(report, config)`` persists one report and returns its folder, which is recorded in
-    ``report.artifacts.out_dir``; the CLI passes :func:`auditor.history.write_report`.
+    ``report.artifacts.out_dir``; the CLI passes :func:`auditor.history.write_report`. With several models the
+    returned list (:class:`auditor.compare.AuditRun`) also holds their ``comparison`` (built from the clean
+    passes and section results, no model time but a speed measurement), written by
+    ``write_comparison(comparison, config)`` (:func:`auditor.history.write_comparison`) into ``comparison_dir``.
     """
+    from .compare import AuditRun, build_comparison, shared_classes, with_dirs
+
     config.require_inputs()
     config.reference_index()  # --reference names one of the models (checked before any model time)
     reg = sections or registry()
@@ -112,13 +122,25 @@ def run_audit(
         setup = SetupContext(config, index, pm.mapping.model_classes, pm.path, model=pm.adapter)
         for section in enabled:
             pm.plans[section.name] = section.setup(config.options(section.name), setup)
-    reports = [audit_model(config, pm, index, progress, enabled=enabled, registry=reg) for pm in prepared]
+    if len(prepared) > 1:
+        shared_classes(prepared)  # models sharing no class: an input error before any model time
+    passes = clean_passes(prepared, index, config, progress)  # one decode for all models
+    reports = [
+        audit_model(config, pm, index, progress, enabled=enabled, registry=reg, clean=cp)
+        for pm, cp in zip(prepared, passes)
+    ]
     if len(reports) > 1:
         reports = compare_models(reports, prepared, config.reference_index(), enabled, reg)
     for report in reports:  # each report written whole (write_report moves a finished folder into place)
         if write:
             report.artifacts.out_dir = write(report, config)
-    return reports
+    run = AuditRun(reports)
+    if len(reports) > 1:
+        comparison = with_dirs(build_comparison(config, reports, prepared, passes, index, progress=progress), reports)
+        run.comparison = comparison
+        if write_comparison:
+            run.comparison_dir = write_comparison(comparison, config)
+    return run
 
 
 def compare_models(
@@ -305,6 +327,94 @@ def clean_pass(
     return CleanPass(sel, y_true, probs[sel], feats[sel], tuple(failed), all_hashes, seconds, stats)
 
 
+def clean_passes(
+    prepared: Sequence[PreparedModel], index: DatasetIndex, config: AuditConfig, progress: Progress = QUIET
+) -> list[CleanPass]:
+    """The clean passes of several models with each file read and decoded once per decoder.
+
+    Models are grouped by decoder (``PreparedModel.decoder``: the resize method's loader decides how JPEGs
+    are decoded); within a group the images are decoded once and streamed batch by batch to each model in
+    turn, each with its own resize, crop, channel order and scaling (done per image in the decode threads,
+    as :func:`clean_pass` does, so the pixels are the same bit for bit). A group of one model is
+    :func:`clean_pass` itself. Memory holds a bounded number of batches whatever the data set size.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, pm in enumerate(prepared):
+        groups.setdefault(METHODS[pm.resize].decoder, []).append(i)
+    out: list[CleanPass | None] = [None] * len(prepared)
+    for members in groups.values():
+        if len(members) == 1:
+            out[members[0]] = clean_pass(prepared[members[0]], index, config, progress)
+        else:
+            for i, cp in zip(members, _shared_pass([prepared[i] for i in members], index, config, progress)):
+                out[i] = cp
+    return [cp for cp in out if cp is not None]
+
+
+def _shared_pass(
+    group: Sequence[PreparedModel], index: DatasetIndex, config: AuditConfig, progress: Progress
+) -> list[CleanPass]:
+    """One decode of every file, each batch sent to every model of ``group`` (they share one decoder).
+
+    ``CleanPass.seconds`` of each model: its own forward time plus an equal share of the rest of the pass
+    (reading, decoding, resizing), so the models' seconds add up to the pass's wall time."""
+    samples = index.samples
+    n = len(samples)
+    m = len(group)
+    probs: list[np.ndarray] = [np.zeros((n, pm.adapter.n_outputs), dtype=np.float64) for pm in group]
+    feats: list[np.ndarray | None] = [None] * m
+    ok = np.zeros(n, dtype=bool)
+    failed: list[tuple[str, str]] = []
+    all_hashes: dict[int, str] = {}
+    forward_s = [0.0] * m
+    for pm in group:
+        if hasattr(pm.adapter, "reset_output_stats"):
+            pm.adapter.reset_output_stats()
+
+    def to_inputs(image: np.ndarray) -> tuple[np.ndarray, ...]:
+        return tuple(pm.prepare([image])[0] for pm in group)  # per image, as clean_pass does
+
+    t0 = time.perf_counter()
+    with progress.stage(f"model pass ({m} models, one decode)", n) as bar:
+        for batch in iter_batches(
+            samples, config.batch_size, workers=config.workers, decoder=group[0].decoder, transform=to_inputs
+        ):
+            all_hashes.update(batch.hashes)
+            failed.extend((samples[f.index].rel, f.error) for f in batch.failed)
+            if batch.indices:
+                idx = np.asarray(batch.indices)
+                for j, pm in enumerate(group):
+                    t = time.perf_counter()
+                    x = np.stack([inputs[j] for inputs in batch.images])
+                    p, f = pm.adapter.forward(x)
+                    forward_s[j] += time.perf_counter() - t
+                    fj = feats[j]
+                    if fj is None:
+                        fj = feats[j] = np.zeros((n, f.shape[1]), dtype=np.float32)
+                    probs[j][idx], fj[idx] = p, f
+                ok[idx] = True
+            bar.update(len(batch.indices) + len(batch.failed))
+    wall = time.perf_counter() - t0
+    if not ok.any():
+        raise input_error(
+            config.data_path,
+            f"holds no readable image: all {n} image files failed to decode (first: {failed[0][0]}: {failed[0][1]})",
+        )
+    sel = np.flatnonzero(ok)
+    shared = max(0.0, wall - sum(forward_s)) / m
+    out = []
+    for j, pm in enumerate(group):
+        y_true = np.array([pm.mapping.data_to_model[samples[i].label] for i in sel], dtype=np.int64)
+        fj = feats[j] if feats[j] is not None else np.zeros((n, 0), dtype=np.float32)
+        stats = dict(pm.adapter.output_stats) if hasattr(pm.adapter, "output_stats") else {}
+        out.append(
+            CleanPass(
+                sel, y_true, probs[j][sel], fj[sel], tuple(failed), dict(all_hashes), forward_s[j] + shared, stats
+            )
+        )
+    return out
+
+
 def audit_model(
     config: AuditConfig,
     pm: PreparedModel,
@@ -313,8 +423,10 @@ def audit_model(
     *,
     enabled: Sequence[Any] | None = None,
     registry: Registry | None = None,
+    clean: CleanPass | None = None,
 ) -> AuditReport:
-    """The clean pass, then every enabled section in order; a section that raises is recorded, not fatal."""
+    """The clean pass (``clean`` when it was already made, e.g. by :func:`clean_passes`), then every enabled
+    section in order; a section that raises is recorded, not fatal."""
     from .model import environment  # TensorFlow is already loaded by now
 
     reg = registry or globals()["registry"]()
@@ -322,7 +434,7 @@ def audit_model(
         enabled if enabled is not None else [s for s in reg.sections if config.is_enabled(s.name, s.default_enabled)]
     )
     progress.info(f"auditing {pm.path.name} on {len(index.samples)} image files in {config.data_path}")
-    cp = clean_pass(pm, index, config, progress)
+    cp = clean if clean is not None else clean_pass(pm, index, config, progress)
     timings: dict[str, float] = {"model_pass": round(cp.seconds, 3)}
     failures: list[Failure] = [Failure(f.name, f.error) for f in reg.failed_plugins if config.is_enabled(f.name)]
     names = pm.mapping.model_classes

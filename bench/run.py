@@ -5,6 +5,7 @@
     python -m bench.run --images 5000 --out bench/results --data-dir /tmp/wbc-bench-data
     python -m bench.run --grid-only  # only the perturbation grid's rows (~5 min)
     python -m bench.run --gradcam-only  # only the Grad-CAM rows (~2 min)
+    python -m bench.run --compare-only  # only the model comparison's rows (~3 min with WBC_REAL_DATA)
 
 What it measures (all on synthetic 96x96 PNGs from ``sample_data.generator`` and the sample model
 ``model_zoo/pretrained/wbc5_small_cnn.keras``):
@@ -24,6 +25,8 @@ What it measures (all on synthetic 96x96 PNGs from ``sample_data.generator`` and
    (``--grid-only``: these rows alone).
 6. Grad-CAM (:mod:`bench.gradcam`): 100 images batched against a per-image loop, on the sample model and a
    224-px ResNet50 head (``--gradcam-only``: these rows alone).
+7. The model comparison (:mod:`bench.compare`): a three-model audit (one decode for all models) against the
+   sum of three single audits, on the sample data and the real PBC subset (``--compare-only``: these rows).
 
 Results: a table on stdout and ``<out>/bench.json``. Temporary folders are removed (unless
 ``--data-dir`` is given: the generated images are then kept there and reused by the next run).
@@ -788,6 +791,34 @@ def _add_real_rows(r: dict, rows: list[dict]) -> None:
         table_rows(r.get("real"), add)
 
 
+def run_compare(n: int, reps: int) -> dict:
+    from bench.compare import compare_bench
+
+    return compare_bench(n, reps, log=log)
+
+
+def _add_compare_rows(r: dict, rows: list[dict]) -> None:
+    from bench.compare import table_rows
+
+    def add(metric, value, unit="", target="", ok=None, fmt="{:.1f}"):
+        text = (fmt.format(value) + (f" {unit}" if unit else "")) if isinstance(value, (int, float)) else str(value)
+        rows.append({"metric": metric, "value": value, "text": text, "target": target, "status": status(ok)})
+
+    if "compare" in r["errors"]:
+        rows.append(
+            {
+                "metric": "model comparison",
+                "value": None,
+                "text": "ERROR",
+                "target": "",
+                "status": "ERROR",
+                "error": r["errors"]["compare"].splitlines()[-1][:200],
+            }
+        )
+    else:
+        table_rows(r.get("compare"), add)
+
+
 def print_table(rows: list[dict], out=sys.stdout) -> None:
     w0 = max(len(r["metric"]) for r in rows)
     w1 = max(len(r["text"]) for r in rows)
@@ -828,6 +859,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--grid-images", type=int, default=200, help="images per grid cell in the grid rows [200]")
     ap.add_argument(
+        "--compare-only",
+        action="store_true",
+        help="only the model-comparison rows: a 3-model audit vs 3 single audits (sample data, real PBC subset)",
+    )
+    ap.add_argument("--compare-images", type=int, default=400, help="real files in the comparison rows [400]")
+    ap.add_argument(
         "--data-dir",
         type=Path,
         default=None,
@@ -866,6 +903,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.gradcam_only:
         return main_only(
             args, t_start, key="gradcam", title="Grad-CAM only", run=lambda: run_gradcam(3), add_rows=_add_gradcam_rows
+        )
+    if args.compare_only:
+        return main_only(
+            args,
+            t_start,
+            key="compare",
+            title="model comparison only",
+            run=lambda: run_compare(args.compare_images, 3),
+            add_rows=_add_compare_rows,
         )
     tmp = Path(tempfile.mkdtemp(prefix="wbc-bench-"))
     data_root = args.data_dir or (tmp / "data")
@@ -960,6 +1006,8 @@ def main(argv: list[str] | None = None) -> int:
 
         # 6. Grad-CAM: batched against a per-image loop
         r["gradcam"] = section("gradcam", run_gradcam, reps)
+        # 7. the model comparison: one decode for three models, against three single audits
+        r["compare"] = section("compare", run_compare, args.compare_images, reps)
 
         # 1. throughput, in this process (last, so the TF of this process does not sit beside the audits)
         log(f"throughput on {n_small} files: floor, clean pass, naive ({n_naive} images), stage profile")
@@ -978,6 +1026,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(m, dict):
             m.pop("stdout", None)
     rows = build_table(r, args)
+    _add_compare_rows(r, rows)
     r["table"] = [{k: v for k, v in row.items() if k != "text"} | {"value_text": row["text"]} for row in rows]
     out_json = args.out / "bench.json"
     out_json.write_text(json.dumps(r, indent=2, default=str) + "\n", encoding="utf-8")

@@ -24,9 +24,10 @@ FAST = ["--bootstrap", "50", "--preprocess-check-samples", "0", "--format", "jso
 
 
 def _normalise(doc: dict) -> dict:
-    """audit.json without what differs between any two runs: ids, times, timings, paths, environment, config."""
+    """audit.json without what differs between any two runs: ids, times, timings, paths, environment, config and
+    the release record (version, trend: written by the CLI through the audit index)."""
     d = json.loads(json.dumps(doc))
-    for key in ("report_id", "created_utc", "timings_seconds", "config", "environment"):
+    for key in ("report_id", "created_utc", "timings_seconds", "config", "environment", "release"):
         d.pop(key, None)
     d["model"].pop("path", None)
     if d["model"].get("sidecar"):

@@ -412,8 +412,9 @@ def test_wbc_audit_reads_each_zoo_model_from_its_sidecar(trained, tmp_path):
         "0",
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    folders = [Path(line) for line in r.stdout.splitlines() if line.strip()]
-    assert len(folders) == len(models)
+    lines = [Path(line) for line in r.stdout.splitlines() if line.strip()]
+    folders, comparison = lines[:-1], lines[-1]  # the model comparison's folder comes last
+    assert len(folders) == len(models) and comparison.parent.name == "_comparison"
     for name, folder in zip(trained["models"], folders):
         audit = json.loads((folder / "audit.json").read_text())
         assert audit["preprocessing"]["scaling_source"] == "sidecar", name
