@@ -45,7 +45,7 @@ METHODS = ("seed", "tracin-last", "if-last")
 DEFAULT_METHOD = "if-last"
 DEFAULT_DAMPING = 1e-3  # relative: lambda = damping x mean eigenvalue of the Hessian (trace / parameters)
 EXACT_LIMIT = 4096  # parameters of the last layer up to which the Hessian is solved exactly
-NEAR_DUPLICATE_COSINE = 0.95  # cosine of mean-centred penultimate features: candidates for near-duplicates
+NEAR_DUPLICATE_COSINE = 0.90  # cosine of mean-centred penultimate features: candidates for near-duplicates
 NEAR_DUPLICATE_PIXELS = 0.95  # ... confirmed when their 32x32 grey images correlate at least this much
 PIXEL_SIDE = 32
 DEFAULT_TOP_K = 5
