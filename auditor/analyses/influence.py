@@ -422,12 +422,15 @@ def near_duplicates(
     test_features: np.ndarray,
     *,
     threshold: float = NEAR_DUPLICATE_COSINE,
+    neighbours: int = 3,
     block: int = BLOCK,
     limit: int = 10_000,
 ) -> NearPairs:
-    """Pairs (training, test) whose penultimate features, centred on the training mean, have cosine similarity at
-    or above ``threshold`` (highest first, at most ``limit``). Centring removes the direction every image shares
-    (post-ReLU features all point into one orthant), so unrelated cells of one class do not look alike."""
+    """Candidate near-duplicate pairs (training, test): the ``neighbours`` training images nearest each test image,
+    and every pair at or above ``threshold``, by the cosine similarity of the penultimate features centred on the
+    training mean (highest first, at most ``limit``). Centring removes the direction every image shares (post-ReLU
+    features all point into one orthant). The nearest neighbours are kept whatever their cosine because a weak
+    model's features move under re-encoding or resizing more than a strong one's."""
     mu = np.asarray(train_features, dtype=np.float64).mean(axis=0)
 
     def unit(f: np.ndarray) -> np.ndarray:
@@ -439,7 +442,11 @@ def near_duplicates(
     tr, te, cs = [], [], []
     for s in range(0, len(b), block):
         sim = a @ b[s : s + block].T
-        i, j = np.nonzero(sim >= threshold)
+        keep = sim >= threshold
+        if neighbours and len(a):
+            nn = np.argpartition(-sim, min(neighbours, len(a)) - 1, axis=0)[: min(neighbours, len(a))]
+            keep[nn, np.arange(sim.shape[1])[None, :]] = True
+        i, j = np.nonzero(keep)
         tr.append(i)
         te.append(j + s)
         cs.append(sim[i, j])
