@@ -151,8 +151,8 @@ def test_label_issues_find_the_mislabelled_sample_images(sample_report):
     assert ours >= int(np.ceil(0.75 * len(bad)))
 
     cleanlab = pytest.importorskip("cleanlab.filter")
-    from auditor.pipeline import clean_pass, prepare_model
     from auditor.data import discover
+    from auditor.pipeline import clean_pass, prepare_model
 
     cfg = AuditConfig(model_paths=(MODEL,), data_path=SAMPLE / "test", n_bootstrap=0)
     index = discover(SAMPLE / "train")
@@ -193,7 +193,7 @@ def _near_copy(src: Path, dst: Path) -> None:
     h, w = img.shape[:2]
     img = cv2.resize(cv2.resize(img, (int(w * 0.9), int(h * 0.9)), interpolation=cv2.INTER_AREA), (w, h))
     img = np.clip(img.astype(int) + 6, 0, 255).astype(np.uint8)
-    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    _, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
     dst.write_bytes(buf.tobytes())
 
 
