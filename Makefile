@@ -49,6 +49,7 @@ test: $(STAMP) system-deps lint
 
 bench: $(STAMP)
 	$(PY) -m bench.run
+	$(PY) -m bench.influence
 
 # Regenerate the committed sample data and retrain the committed sample model (deterministic seeds).
 sample-data: $(STAMP)

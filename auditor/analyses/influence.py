@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -99,15 +100,15 @@ class InfluenceModel:
     solver: str
     damping_value: float  # the absolute lambda
     n_params: int
-    _chol: np.ndarray | None = None
-    _a_inv: np.ndarray | None = None  # K-FAC: (D, D)
-    _g_inv: np.ndarray | None = None  # K-FAC: (m, m)
-    _u_a: np.ndarray | None = None  # EK-FAC: eigenvectors of E[x x^T] (D, D)
-    _u_g: np.ndarray | None = None  # EK-FAC: eigenvectors of E[A] (m, m)
-    _inv_s: np.ndarray | None = None  # EK-FAC: 1 / (corrected eigenvalues + lambda) (D, m)
-    _xt: np.ndarray | None = None  # EK-FAC: training x in the eigenbasis (n, D) float32
-    _rt: np.ndarray | None = None  # EK-FAC: training r in the eigenbasis (n, m)
-    _a: np.ndarray | None = None  # CG: per-image curvature (n, m, m)
+    _chol: Any = None
+    _a_inv: Any = None  # K-FAC: (D, D)
+    _g_inv: Any = None  # K-FAC: (m, m)
+    _u_a: Any = None  # EK-FAC: eigenvectors of E[x x^T] (D, D)
+    _u_g: Any = None  # EK-FAC: eigenvectors of E[A] (m, m)
+    _inv_s: Any = None  # EK-FAC: 1 / (corrected eigenvalues + lambda) (D, m)
+    _xt: Any = None  # EK-FAC: training x in the eigenbasis (n, D) float32
+    _rt: Any = None  # EK-FAC: training r in the eigenbasis (n, m)
+    _a: Any = None  # CG: per-image curvature (n, m, m)
     cg_iterations: int = 0  # CG: the most iterations any solve took
     x32: np.ndarray = field(init=False, repr=False)
 
@@ -242,7 +243,9 @@ def fit_influence(
     exact_limit: int = EXACT_LIMIT,
     binary: bool = False,
 ) -> InfluenceModel:
-    """Prepare the training side. ``solver`` auto: exact up to ``exact_limit`` parameters, else kfac."""
+    """Prepare the training side. ``solver`` auto: exact up to ``exact_limit`` parameters, else ekfac (the
+    Kronecker-factored Hessian with eigenvalue correction). ``cg`` (conjugate gradients on the exact Hessian with
+    the EK-FAC preconditioner) is exact but can need hundreds of iterations on an ill-conditioned layer."""
     if method not in METHODS:
         raise ValueError(f"unknown influence method {method!r}; one of {', '.join(METHODS)}")
     x = with_bias(features)
@@ -253,7 +256,7 @@ def fit_influence(
     if method != "if-last":
         return InfluenceModel(method, x, r, "none", 0.0, p)
     if solver == "auto":
-        solver = "exact" if p <= exact_limit else "cg"
+        solver = "exact" if p <= exact_limit else "ekfac"
     # trace(H) = mean_i ||x_i||^2 trace(A_i), cheap for both solvers
     trace = float(np.mean(np.sum(x * x, axis=1) * np.trace(a, axis1=1, axis2=2)))
     lam = damping * trace / p + l2
@@ -315,7 +318,7 @@ def top_lists(
     test_y: ArrayLike,
     test_probs: np.ndarray,
     *,
-    chosen: Sequence[int],
+    chosen: Sequence[int] | np.ndarray,
     k: int = DEFAULT_TOP_K,
     binary: bool = False,
     block: int = BLOCK,

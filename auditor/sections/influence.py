@@ -140,11 +140,11 @@ class InfluenceSection(Section):
         )
         if model.solver == "exact":
             note = f"Exact solve of the damped Hessian ({model.n_params} parameters)."
-        elif model.solver == "cg":
+        elif model.solver == "ekfac":
             note = (
-                f"The last layer has {model.n_params} parameters, too many for an exact factorisation: the lists come "
-                "from conjugate gradients on the exact Hessian (EK-FAC preconditioner); self-influence uses the "
-                "Kronecker-factored (EK-FAC) approximation."
+                f"The last layer has {model.n_params} parameters, too many for the exact solve: the Hessian is "
+                "Kronecker-factored (feature covariance x class covariance, with EK-FAC's eigenvalue correction), an "
+                "approximation whose ranking can differ from the exact one."
             )
         chosen, why = _chosen(cp, options)
         lists = top_lists(model, cp.features, cp.y_true, cp.probs, chosen=chosen, k=options.top_k, binary=single)
@@ -408,7 +408,10 @@ def _leakage(
                 two.append(
                     DuplicatePair(
                         "two labels (training/test)",
-                        *[getattr(pair, f) for f in ("train_path", "train_label", "other_path", "other_label")],
+                        pair.train_path,
+                        pair.train_label,
+                        pair.other_path,
+                        pair.other_label,
                         None,
                     )
                 )
