@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SAMPLE_MODEL := model_zoo/pretrained/wbc5_small_cnn.keras
 SAMPLE_DATA := sample_data/wbc5/test
+SAMPLE_TRAIN := sample_data/wbc5/train
 OUT ?= audits
 SYSTEM_PACKAGES := chromium poppler-utils fonts-dejavu-core
 
@@ -20,7 +21,7 @@ $(STAMP): setup.cfg
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	@$(VENV)/bin/wbc-audit $(SAMPLE_MODEL) $(SAMPLE_DATA) --enable gradcam --out $(OUT) > .demo-out
+	@$(VENV)/bin/wbc-audit $(SAMPLE_MODEL) $(SAMPLE_DATA) --train $(SAMPLE_TRAIN) --enable gradcam --out $(OUT) > .demo-out
 	@echo "The report is in: $$(tail -n 1 .demo-out)"
 	@echo "Open $$(tail -n 1 .demo-out)/report.html (or report.pdf); machine-readable: audit.json"
 	@rm -f .demo-out
@@ -48,6 +49,7 @@ test: $(STAMP) system-deps lint
 
 bench: $(STAMP)
 	$(PY) -m bench.run
+	$(PY) -m bench.influence
 
 # Regenerate the committed sample data and retrain the committed sample model (deterministic seeds).
 sample-data: $(STAMP)

@@ -191,6 +191,21 @@ class _AuditCommand(click.Command):
     "--sites-full", is_flag=True, help="Run Fisher, calibration and selective prediction on every external site too."
 )
 @click.option(
+    "--train",
+    default="",
+    metavar="DIR",
+    help="The training images (class folders or a path,label CSV, same classes as DATA): enables the influence "
+    "section (helpful and harmful training images, labels to re-check, train/test leakage).",
+)
+@click.option(
+    "--influence-method",
+    default="if-last",
+    show_default=True,
+    type=click.Choice(["if-last", "tracin-last", "seed"]),
+    help="Influence score on the last dense layer: if-last (influence function), tracin-last (gradient dot "
+    "product) or seed (the reference study's logit-gradient score).",
+)
+@click.option(
     "--cam-layer",
     default="",
     help="Grad-CAM target layer, a path into nested models such as mobilenetv2/out_relu "

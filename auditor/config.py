@@ -273,6 +273,8 @@ SECTION_FLAGS = {
     ("preprocessing_check", "samples"): "--preprocess-check-samples",
     ("preprocessing_check", "space"): "--check-space",
     ("fisher", "threshold"): "--fisher-threshold",
+    ("influence", "train"): "--train",
+    ("influence", "method"): "--influence-method",
     ("gradcam", "layer"): "--cam-layer",
     ("gradcam", "method"): "--cam-method",
     ("selective_prediction", "target_accuracies"): "--target-accuracy",

@@ -394,6 +394,7 @@ class KerasClassifier:
             self._output_type = self._output_detection = None  # decided from the first batch
         feats = None
         self._feature_layer = self._feature_dim = None
+        self._dense = dense_layer if isinstance(dense_layer, keras.layers.Dense) else None
         if isinstance(dense_layer, keras.layers.Dense):
             try:
                 feats = dense_layer.input
@@ -444,12 +445,29 @@ class KerasClassifier:
         self._output_type = self._output_detection = None
         self._feature_layer = self._feature_dim = None
         self._features_note = "no penultimate features: SavedModel signatures expose only the output"
+        self._dense = None
 
         def forward(x):
             out = sig(**{in_name: tf.cast(x, in_spec.dtype)})[out_name]
             return out, tf.zeros((tf.shape(x)[0], 0))
 
         self._forward = forward
+
+    # -------------------------------------------------------------- the last layer
+    def last_dense(self) -> tuple[np.ndarray | None, np.ndarray | None, str]:
+        """The final Dense layer's kernel (d, k) and bias (k,) as float64, with ``""``; or ``(None, None,
+        reason)`` when the output does not come from a Dense layer on a feature vector (logits = W^T h + b)."""
+        layer = self._dense
+        if layer is None:
+            return None, None, self._features_note or "the output does not come from a Dense layer"
+        if len(layer.input.shape) != 2:
+            return None, None, f"the last Dense layer '{layer.name}' acts on a rank-{len(layer.input.shape)} tensor"
+        act = _activation_name(layer)
+        if act not in ("softmax", "linear", "sigmoid"):
+            return None, None, f"the last Dense layer '{layer.name}' has a {act} activation"
+        kernel = np.asarray(layer.kernel.numpy(), dtype=np.float64)
+        bias = np.asarray(layer.bias.numpy(), dtype=np.float64) if layer.use_bias else np.zeros(kernel.shape[1])
+        return kernel, bias, ""
 
     # -------------------------------------------------------------- data path
     @property

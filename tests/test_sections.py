@@ -78,6 +78,7 @@ def test_registry_order_and_unique_names():
         "preprocessing_check",
         "classification",
         "fisher",
+        "influence",
         "gradcam",
         "calibration",
         "selective_prediction",

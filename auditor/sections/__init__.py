@@ -19,6 +19,7 @@ from .data_quality import DataQualitySection
 from .external_sites import ExternalSitesSection
 from .fisher import FisherSection
 from .gradcam import GradcamSection
+from .influence import InfluenceSection
 from .model_sanity import ModelSanitySection
 from .perturbation_grid import PerturbationGridSection
 from .preprocessing_check import PreprocessingCheckSection
@@ -32,6 +33,7 @@ BUILTIN: tuple[type[Section], ...] = (
     PreprocessingCheckSection,
     ClassificationSection,
     FisherSection,
+    InfluenceSection,
     GradcamSection,
     CalibrationSection,
     SelectiveSection,

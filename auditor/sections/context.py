@@ -99,6 +99,11 @@ class ModelAccess:
         """One batch of prepared inputs -> (probabilities (n, k), penultimate features (n, d))."""
         return self._pm.adapter.forward(x)
 
+    def last_dense(self) -> tuple[np.ndarray | None, np.ndarray | None, str]:
+        """The final Dense layer's kernel (d, k) and bias (k,), or ``(None, None, reason)`` when the output does
+        not come from a Dense layer on a feature vector (the influence section)."""
+        return self._pm.adapter.last_dense()
+
     def cam_target(self, layer: str | None = None) -> Any:
         """The Grad-CAM target layer (:class:`auditor.model.CamTarget`); raises
         :class:`auditor.analyses.gradcam.CamNotApplicable` for a model without a usable convolutional layer."""
