@@ -310,3 +310,15 @@ def test_cli_same_file_names_kept_apart_and_single_model_no_comparison(three_mod
     res = run_cli(a, SAMPLE_TEST, "--config", cfg, "--out", tmp_path / "out1", "-q")
     assert res.returncode == 0 and len(res.stdout.split()) == 1
     assert not (tmp_path / "out1" / "_comparison").exists()
+
+
+def test_timings_within_a_factor_of_two_do_not_decide():
+    """Two copies of one model measured 1.5 and 2.0 ms: not a reason to prefer one; 5 against 30 ms is."""
+    same = {"a.keras": {"accuracy": 0.9, "latency_ms": 2.0}, "b.keras": {"accuracy": 0.9, "latency_ms": 1.5}}
+    r = recommend(list(same), same, {"accuracy": 1.0, "latency_ms": 1.0}, [])
+    assert dict(r.scores)["a.keras"] == dict(r.scores)["b.keras"]
+    fast = {"a.keras": {"accuracy": 0.9, "latency_ms": 30.0}, "b.keras": {"accuracy": 0.9, "latency_ms": 5.0}}
+    r2 = recommend(list(fast), fast, {"accuracy": 1.0, "latency_ms": 1.0}, [])
+    assert r2.recommended == "b.keras" and dict(r2.scores)["b.keras"] > dict(r2.scores)["a.keras"]
+    # and the words say it is a tie, not a choice
+    assert r.tie and "given first" in r.tie and "score equally on every weighted measure" in r.reasons[0]

@@ -361,9 +361,18 @@ def fmt(value: float | None, kind: str) -> str:
     return f"{value:.3g}"
 
 
-def _normalised(values: Sequence[float], higher: bool) -> list[float]:
+#: timings differ between two runs of the same model on a shared machine (warm-up order, other load): a spread
+#: within this share of the smaller value (1.0: within a factor of two) is not a difference for the recommendation
+#: (the same model file measured twice in one audit on a loaded 2-core machine came out 1.5 against 2.0 ms and
+#: 1063 against 1783 images/s)
+TIMING_NOISE = 1.0
+TIMING_MEASURES = ("latency_ms", "throughput")
+
+
+def _normalised(values: Sequence[float], higher: bool, *, relative_noise: float = 0.0) -> list[float]:
+    """Min-max rescaled (1 = best); all 1 when the spread is within ``relative_noise`` of the smallest magnitude."""
     lo, hi = min(values), max(values)
-    if hi - lo <= 1e-12:
+    if hi - lo <= 1e-12 or hi - lo <= relative_noise * min(abs(lo), abs(hi)):
         return [1.0] * len(values)
     return [((v - lo) if higher else (hi - v)) / (hi - lo) for v in values]
 
@@ -410,7 +419,8 @@ def recommend(
     norm: dict[str, dict[str, float]] = {}
     for name in used:
         column = [float(values[m][name] or 0.0) for m in eligible]  # every eligible model has it (checked above)
-        norm[name] = dict(zip(eligible, _normalised(column, MEASURES[name].higher_is_better)))
+        noise = TIMING_NOISE if name in TIMING_MEASURES else 0.0
+        norm[name] = dict(zip(eligible, _normalised(column, MEASURES[name].higher_is_better, relative_noise=noise)))
     contributions = {
         m: tuple((name, used[name] * norm[name][m] / total) for name in used) if total else () for m in eligible
     }
@@ -425,6 +435,15 @@ def recommend(
         reasons.append("No model meets every constraint; none is recommended.")
     elif not used:
         reasons.append(f"No weighted measure was available for every eligible model; {best} is listed first only.")
+    elif runner is not None and all(abs(norm[n][best] - norm[n][runner]) <= 1e-12 for n in used):
+        # nothing weighted tells them apart (e.g. two copies of one model): say so, and decide nothing by noise
+        measures = _words([MEASURES[n].label.lower() for n in used])
+        reasons.append(
+            f"{best} and {runner} score equally on every weighted measure ({measures}; timings within a factor of "
+            f"two count as equal); {best} is named first only because it was given first."
+        )
+        would.append("Any weighted difference between them would decide; none was measured.")
+        tie = f"tied with {runner} on every weighted measure; named first only because it was given first"
     else:
         top = sorted(contributions[best], key=lambda kv: -kv[1])
         strong = [MEASURES[n].label.lower() for n, v in top if norm[n][best] >= 1.0 - 1e-12 and used[n] > 0]
