@@ -215,7 +215,7 @@ def measure_model(model_path: Path, data: Path, reps: int, log) -> dict:
             "clean_vs_overlap_bound": round(bound / med["clean_pass"], 3),
             "clean_vs_overlap_bound_per_round": [round(b / c, 3) for b, c in zip(per_round_bound, runs["clean_pass"])],
             "check_share_of_clean_pass": round(med["preprocessing_check"] / med["clean_pass"], 3),
-            "preprocess_check_samples": config.preprocess_check_samples,
+            "preprocess_check_samples": config.options("preprocessing_check").samples,
         }
     )
     return res
