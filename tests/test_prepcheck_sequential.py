@@ -302,6 +302,8 @@ def test_sequential_agrees_with_exhaustive_at_a_fraction_of_the_passes(trained, 
         assert any(w.startswith("Preprocessing mismatch") and "--preprocess raw" in w for w in seq.warnings)
     else:
         assert not any(w.startswith("Preprocessing mismatch") for w in seq.warnings)
+    if seq.best[1:] != seq.chosen[1:]:  # stage 2 ran with another scaling: nothing may be "tied" with the chosen
+        assert all(st != "tied" or s[1:] == seq.chosen[1:] for s, st in zip(seq.settings, seq.status))
     # settings stopped early are all hopeless ones (another scaling than the best's) or tied with the chosen
     for setting, st, n in seq.stopped_early():
         assert st == "tied" or setting[1:] != seq.best[1:], (setting, st, n)

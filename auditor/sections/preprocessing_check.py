@@ -208,6 +208,9 @@ class PreprocessingCheckSection(Section):
                     lead,
                     chosen_pred=_in_subsample_order(run1.order, run1.predictions[lead]),
                     chosen_log_prob=_in_subsample_order(run1.order, run1.log_probs[lead]),
+                    # a "tied" setting counts with the audit's own accuracy, so settings may only be tied with it:
+                    # when stage 1 found another scaling or channel order, stage 2 runs without the tie rule
+                    n_tie=128 if lead == chosen else None,
                     **common,
                 )
                 y_eval = run1.y_true
