@@ -93,30 +93,36 @@ def write_report(report: AuditReport, config) -> Path:
     return folder
 
 
-def write_folder(report: AuditReport, config) -> Path:
-    """Write every output of one report and move the folder into place atomically; return its path."""
-    model_dir = Path(config.out_dir) / Path(report.model["path"]).stem
+def _write_into_place(parent: Path, report_id: str, write) -> Path:
+    """Create ``parent`` (writable), ``write(folder)`` into a hidden temporary folder there and rename it to
+    ``parent/<report_id>`` (``-2``, ``-3``, ... when that exists: never overwrite); return the final path."""
     try:
-        model_dir.mkdir(parents=True, exist_ok=True)
+        parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise input_error("--out", f"cannot create {model_dir} ({exc.strerror or exc})") from None
-    if not os.access(model_dir, os.W_OK):
-        raise input_error("--out", f"{model_dir} is not writable")
-    clean_stale_partials(model_dir)
-    tmp = model_dir / f"{PARTIAL_PREFIX}{report.report_id}-{os.getpid()}"
+        raise input_error("--out", f"cannot create {parent} ({exc.strerror or exc})") from None
+    if not os.access(parent, os.W_OK):
+        raise input_error("--out", f"{parent} is not writable")
+    clean_stale_partials(parent)
+    tmp = parent / f"{PARTIAL_PREFIX}{report_id}-{os.getpid()}"
     tmp.mkdir()
     try:
-        write_outputs(report, tmp, config.formats)
-        final = model_dir / report.report_id
+        write(tmp)
+        final = parent / report_id
         n = 2
         while final.exists():  # two runs in the same second: never overwrite
-            final = model_dir / f"{report.report_id}-{n}"
+            final = parent / f"{report_id}-{n}"
             n += 1
         os.rename(tmp, final)
         return final
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_folder(report: AuditReport, config) -> Path:
+    """Write every output of one report and move the folder into place atomically; return its path."""
+    model_dir = Path(config.out_dir) / Path(report.model["path"]).stem
+    return _write_into_place(model_dir, report.report_id, lambda tmp: write_outputs(report, tmp, config.formats))
 
 
 def write_comparison(comparison, config) -> Path:
@@ -124,23 +130,8 @@ def write_comparison(comparison, config) -> Path:
     ``<out>/_comparison/<report id>/`` the same way: a hidden temporary folder renamed into place."""
     from .report.comparison import write_comparison_outputs
 
-    root = Path(config.out_dir) / "_comparison"
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise input_error("--out", f"cannot create {root} ({exc.strerror or exc})") from None
-    clean_stale_partials(root)
-    tmp = root / f"{PARTIAL_PREFIX}{comparison.report_id}-{os.getpid()}"
-    tmp.mkdir()
-    try:
-        write_comparison_outputs(comparison, tmp, config.formats)
-        final = root / comparison.report_id
-        n = 2
-        while final.exists():
-            final = root / f"{comparison.report_id}-{n}"
-            n += 1
-        os.rename(tmp, final)
-        return final
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return _write_into_place(
+        Path(config.out_dir) / "_comparison",
+        comparison.report_id,
+        lambda tmp: write_comparison_outputs(comparison, tmp, config.formats),
+    )
