@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
+from .analyses._common import sign_test_p
 from .errors import input_error
 
 #: metric -> (section that measures it, higher is better, words)
@@ -153,13 +154,9 @@ def mcnemar_exact(b: int, c: int) -> float:
 
     ``b``: images the first (baseline) got right and the second got wrong; ``c``: the reverse. Under the null
     hypothesis of equal error rates the discordant pairs split as Binomial(b + c, 1/2); the p-value is
-    P(X >= b). Exact integer arithmetic.
+    P(X >= b), the one-sided exact sign test of :func:`auditor.analyses._common.sign_test_p`.
     """
-    n = b + c
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, k) for k in range(b, n + 1))
-    return float(tail / (1 << n)) if n < 1000 else math.exp(math.log(tail) - n * math.log(2))
+    return sign_test_p(b, c)
 
 
 def evaluate(

@@ -12,6 +12,17 @@ from numpy.typing import ArrayLike
 from ..errors import input_error
 
 
+def sign_test_p(wins: int, losses: int) -> float:
+    """One-sided exact sign test (McNemar on paired right/wrong): P(at least ``wins`` heads in ``wins + losses``
+    fair coin flips), in exact integer arithmetic; 1 when there is no discordant pair. The vectorised form for
+    many pairs at once is :func:`auditor.analyses.sequential.sign_test_p`."""
+    wins, losses = int(wins), int(losses)
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    return float(sum(math.comb(n, i) for i in range(wins, n + 1)) / 2**n)
+
+
 def fields_of(obj: Any) -> dict[str, Any]:
     """A dataclass instance's fields as a dict, one level deep (values untouched)."""
     return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import jsonable
+from ._common import jsonable, sign_test_p
 from .metrics import scores_from_confusion
 
 CONFIDENCE_LEVEL = 0.95
@@ -71,14 +71,10 @@ def known_measures() -> tuple[str, ...]:
 
 
 def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value for ``b`` and ``c`` discordant pairs (binomial, p = 1/2)."""
+    """Two-sided exact McNemar p-value for ``b`` and ``c`` discordant pairs (binomial, p = 1/2): twice the
+    one-sided tail of the larger count (by symmetry, P(X >= max) = P(X <= min))."""
     b, c = int(b), int(c)
-    n = b + c
-    if n == 0:
-        return 1.0
-    k = min(b, c)
-    tail = sum(math.comb(n, i) for i in range(k + 1))
-    return min(1.0, 2 * tail / 2**n)
+    return min(1.0, 2 * sign_test_p(max(b, c), min(b, c)))
 
 
 def holm(p_values: Sequence[float]) -> tuple[float, ...]:

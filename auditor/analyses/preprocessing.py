@@ -46,7 +46,6 @@ compared on the whole subsample, exactly as the exhaustive check does.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -54,7 +53,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._common import jsonable
+from ._common import jsonable, sign_test_p
 
 
 class Setting(NamedTuple):
@@ -249,14 +248,6 @@ class PreprocessingCheck:
 def _exceeds(fraction: float, points: float) -> bool:
     """``fraction`` (of 1) is more than ``points`` (of 100), ignoring float rounding at equality."""
     return round(fraction * 100, 9) > points
-
-
-def sign_test_p(wins: int, losses: int) -> float:
-    """One-sided exact sign test: P(at least ``wins`` of ``wins + losses`` fair coin flips)."""
-    n = wins + losses
-    if n == 0:
-        return 1.0
-    return float(sum(math.comb(n, i) for i in range(wins, n + 1)) / 2**n)
 
 
 def compute_preprocessing_check(
