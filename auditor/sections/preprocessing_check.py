@@ -120,16 +120,47 @@ def _in_subsample_order(order: np.ndarray, values: np.ndarray) -> np.ndarray:
     return out
 
 
-class _Decoded:
-    """The images of one batch, decoded lazily once per decoder (TensorFlow, PIL, OpenCV)."""
+class _DecodeCache:
+    """Decoded subsample images, kept per decoder (TensorFlow, PIL, OpenCV) for the whole check, so the two stages
+    and every look decode each image at most once per decoder; up to ``budget`` bytes are kept (beyond that,
+    images are decoded again when asked for)."""
 
-    def __init__(self, model, rows):
-        self.model, self.rows, self.by_decoder = model, rows, {}
+    def __init__(self, model, budget: int = 512 * 2**20):
+        self.model, self.budget, self.used = model, budget, 0
+        self.images: dict[tuple[str, int], np.ndarray] = {}
+
+    def batch(self, rows: np.ndarray) -> _Decoded:
+        return _Decoded(self, rows)
+
+    def get(self, rows: np.ndarray, resize: str) -> list[np.ndarray]:
+        kind = METHODS[resize].decoder
+        missing = [int(r) for r in rows if (kind, int(r)) not in self.images]
+        fresh = {}
+        if missing:
+            fresh = dict(zip(missing, self.model.load_images(np.asarray(missing, dtype=np.int64), resize=resize)))
+        out = []
+        for r in rows:
+            img = self.images.get((kind, int(r)))
+            if img is None:
+                img = fresh[int(r)]
+                if self.used + img.nbytes <= self.budget:
+                    self.images[(kind, int(r))] = img
+                    self.used += img.nbytes
+            out.append(img)
+        return out
+
+
+class _Decoded:
+    """The images of one batch, taken from the cache once per decoder."""
+
+    def __init__(self, cache: _DecodeCache, rows: np.ndarray):
+        self.cache, self.rows = cache, rows
+        self.by_decoder: dict[str, list[np.ndarray]] = {}
 
     def get(self, resize: str) -> list[np.ndarray]:
         kind = METHODS[resize].decoder
         if kind not in self.by_decoder:
-            self.by_decoder[kind] = self.model.load_images(self.rows, resize=resize)
+            self.by_decoder[kind] = self.cache.get(self.rows, resize)
         return self.by_decoder[kind]
 
 
@@ -174,10 +205,11 @@ class PreprocessingCheckSection(Section):
             return scale_pixels(resized, s.scaling)
 
         stages = 2 if options.sequential else 1
+        decoded = _DecodeCache(model)
         with ctx.progress.stage("preprocessing check", stages * len(sub)) as bar:
             common = dict(
                 y_true=y_sub,
-                load=lambda pos: _Decoded(model, sub[pos]),
+                load=lambda pos: decoded.batch(sub[pos]),
                 resize=resize,
                 finish=finish,
                 forward=lambda x: model.forward(x)[0],
@@ -197,8 +229,15 @@ class PreprocessingCheckSection(Section):
                 # stage 1: channel order x scaling with the audit's resize and crop; their mistakes are gross (a
                 # wrong scaling or channel order costs tens of points, a wrong resize kernel a few), so the best of
                 # them is the one to try every resize method and crop with in stage 2
+                # a wrong scaling or channel order shows within a few images (often as a constant output), so
+                # stage 1 looks first after 16 images
                 run1 = run_settings(
-                    stage_one(chosen, gray=gray), chosen, chosen_pred=chosen_pred, chosen_log_prob=chosen_lp, **common
+                    stage_one(chosen, gray=gray),
+                    chosen,
+                    chosen_pred=chosen_pred,
+                    chosen_log_prob=chosen_lp,
+                    first_look=16,
+                    **common,
                 )
                 lead = compute_preprocessing_check(
                     run1.y_true, run1.predictions, chosen=chosen, status=run1.status
