@@ -390,3 +390,99 @@ def test_cli_flag_and_csv_form(tmp_path):
     )
     assert r.exit_code == 0, r.output
     assert "train = " in r.output and 'method = "tracin-last"' in r.output
+
+
+def _tiny_model(path: Path, head: str, k: int) -> Path:
+    """An untrained tiny Keras classifier: 'dense' (GAP features -> Dense softmax), 'conv' (a 1x1 convolution to the
+    classes, then GAP and softmax: no dense layer), 'sigmoid' (GAP features -> one sigmoid unit)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inp)
+    if head == "conv":
+        x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(k, 1)(x))
+        out = keras.layers.Activation("softmax")(x)
+    else:
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        out = keras.layers.Dense(
+            1 if head == "sigmoid" else k, activation="sigmoid" if head == "sigmoid" else "softmax"
+        )(x)
+    model = keras.Model(inp, out)
+    if head == "savedmodel":
+        model.export(path, verbose=False)
+    else:
+        model.save(path)
+    return path
+
+
+def _tiny_audit(model: Path, test: Path, train: Path, tmp_path: Path, formats=("json",), **options):
+    cfg = AuditConfig(
+        model_paths=(model,),
+        data_path=test,
+        out_dir=tmp_path / "out",
+        n_bootstrap=0,
+        formats=formats,
+        enabled=("influence",),
+        sections={"influence": {"train": str(train), **options}},
+    )
+    return run_audit(cfg)[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    _copy_subset(SAMPLE / "train", root / "train", 4)
+    _copy_subset(SAMPLE / "test", root / "test", 2)
+    first = sorted((root / "train" / "basophil").iterdir())[0]
+    shutil.copy(first, root / "test" / "basophil" / ("copy_" + first.name))  # an exact duplicate
+    for side in ("train", "test"):  # a two-class copy for the binary model
+        for cls in ("basophil", "eosinophil"):
+            shutil.copytree(root / side / cls, root / "two" / side / cls)
+    return root
+
+
+@pytest.mark.slow
+def test_model_without_a_dense_head_gets_seed_and_savedmodel_cannot_run(tiny_data, tmp_path):
+    """A Keras model whose last trainable layer is a convolution gets seed with the reason stated (near-duplicates
+    need features and are skipped, exact duplicates are still found); a SavedModel cannot run, and says why."""
+    conv = _tiny_model(tmp_path / "conv.keras", "conv", 5)
+    res = _tiny_audit(conv, tiny_data / "test", tiny_data / "train", tmp_path)
+    res = res.results["influence"]
+    assert (res.status, res.method, res.requested_method) == ("ok", "seed", "if-last")
+    assert "not a dense layer on a feature vector" in res.method_note and "seed instead" in res.method_note
+    assert res.tests and not res.near and not res.near_checked
+    assert [p.other_path for p in res.exact] == [
+        f"basophil/copy_{sorted((tiny_data / 'train' / 'basophil').iterdir())[0].name}"
+    ]
+    saved = _tiny_model(tmp_path / "exported", "savedmodel", 5)
+    res = _tiny_audit(saved, tiny_data / "test", tiny_data / "train", tmp_path).results["influence"]
+    assert res.status == "cannot_run" and "SavedModel" in res.reason and "penultimate features" in res.reason
+
+
+@pytest.mark.slow
+def test_binary_sigmoid_model_runs_if_last(tiny_data, tmp_path):
+    model = _tiny_model(tmp_path / "sig.keras", "sigmoid", 2)
+    res = _tiny_audit(model, tiny_data / "two" / "test", tiny_data / "two" / "train", tmp_path).results["influence"]
+    assert (res.status, res.method, res.solver, res.n_params) == ("ok", "if-last", "exact", 5)  # 4 features + bias
+    assert res.n_train == 8 and res.tests
+    assert all(im.score > 0 for t in res.tests for im in t.helpful)
+
+
+@pytest.mark.slow
+def test_layer_too_large_for_the_exact_solve_switches_and_says_so(tmp_path):
+    """Above exact_limit the hybrid solver runs, the report says why, and its agreement with the exact solve
+    (measured by conjugate gradients on the shown test images) is in the JSON and the HTML."""
+    train, test = tmp_path / "train", tmp_path / "test"
+    _copy_subset(SAMPLE / "train", train, 20)
+    _copy_subset(SAMPLE / "test", test, 6)
+    report = _tiny_audit(MODEL, test, train, tmp_path, exact_limit=80)
+    res = report.results["influence"]
+    assert (res.solver, res.n_params) == ("hybrid", 65 * 4)
+    assert "too many for the exact solve" in res.method_note and "19 feature directions" in res.method_note
+    print(f"report: hybrid vs exact Spearman {res.kfac_agreement:.3f}, top-5 overlap {res.kfac_top_overlap:.2f}")
+    assert res.agreement_tests == min(8, len(res.tests)) and res.kfac_agreement >= 0.9
+    from auditor.report.render import render_html
+
+    html = " ".join(render_html(report, {}, {}).split())
+    assert "too many for the exact solve" in html and f"rank correlation {res.kfac_agreement:.2f}" in html
