@@ -237,7 +237,7 @@ class InfluenceModel:
             tail = self._xt[:, k:].astype(np.float64) ** 2
             out = np.einsum("na,ab,nb->n", tail, self._inv_s, self._rt**2)
             for s in range(0, n if k else 0, block):
-                zs, rs = self._xt[s : s + block, :k].astype(np.float64), self.r[s : s + block]
+                zs, rs = self.x[s : s + block] @ self._u_a[:, :k], self.r[s : s + block]
                 g = (zs[:, :, None] * rs[:, None, :]).reshape(len(zs), -1)
                 w = solve_triangular(self._top_chol, g.T, lower=True, check_finite=False)
                 out[s : s + block] += np.sum(w * w, axis=0)
@@ -316,24 +316,29 @@ def fit_influence(
         return InfluenceModel(method, x, r, "exact", lam, p, _chol=chol)
     if solver not in ("kfac", "ekfac", "hybrid", "cg"):
         raise ValueError(f"unknown solver {solver!r}")
-    fa = x.T @ x / n
     fg = a.mean(axis=0)
     if solver in ("ekfac", "hybrid", "cg"):
         k = 0 if solver == "ekfac" else min(d, max(0, exact_limit // m - 1) if n_top is None else n_top)
-        weight = np.trace(a, axis1=1, axis2=2)  # curvature of each image: the exact part gets the directions
-        _, u_a = np.linalg.eigh((x * weight[:, None]).T @ x / n if k else fa)  # that carry the most of it
+        # the exact part gets the directions that carry the most curvature: the eigenbasis of the features' second
+        # moment weighted by each image's curvature (the plain second moment for pure EK-FAC); float32 products
+        # (only the choice of directions depends on them; the basis itself is orthonormal to float64 precision)
+        x32 = x.astype(np.float32)
+        weight = np.trace(a, axis1=1, axis2=2) if k else np.ones(n)
+        moment = ((x32 * weight[:, None].astype(np.float32)).T @ x32).astype(np.float64) / n
+        _, u_a = np.linalg.eigh((moment + moment.T) / 2)
         u_a = u_a[:, ::-1]
         _, u_g = np.linalg.eigh(fg)
-        xt = x @ u_a
+        xt = x32 @ u_a.astype(np.float32)
         top_chol = None
         if k:
             from scipy.linalg import cholesky
 
-            ht = hessian(xt[:, :k], a)
+            ht = hessian(x @ u_a[:, :k], a)
             ht[np.diag_indices_from(ht)] += lam
             top_chol = cholesky(ht, lower=True, check_finite=False)
         a_diag = np.einsum("ca,ncd,da->na", u_g, a, u_g)  # (n, m): diagonal of U_G^T A_i U_G
-        s_corr = (xt[:, k:] ** 2).T @ a_diag / n  # corrected eigenvalues (George et al. 2018) of the Kronecker part
+        tail = xt[:, k:].astype(np.float64)
+        s_corr = (tail**2).T @ a_diag / n  # corrected eigenvalues (George et al. 2018) of the Kronecker part
         return InfluenceModel(
             method,
             x,
@@ -344,12 +349,13 @@ def fit_influence(
             _u_a=u_a,
             _u_g=u_g,
             _inv_s=1.0 / (s_corr + lam),
-            _xt=xt.astype(np.float32),
+            _xt=xt,
             _rt=r @ u_g,
             _top_chol=top_chol,
             n_top=k,
             _a=a if solver == "cg" else None,
         )
+    fa = x.T @ x / n
     pi = np.sqrt((np.trace(fa) / d) / max(np.trace(fg) / m, 1e-300))
     root = np.sqrt(lam)
     a_inv = np.linalg.inv(fa + pi * root * np.eye(d))
