@@ -415,7 +415,8 @@ class KerasClassifier:
             out = multi(x, training=False)
             if has_feats:
                 return out[0], tf.reshape(out[1], (tf.shape(out[1])[0], -1))
-            return out[0], tf.zeros((tf.shape(x)[0], 0))
+            out = out[0] if isinstance(out, (list, tuple)) else out  # a one-output model may return the bare tensor
+            return out, tf.zeros((tf.shape(x)[0], 0))
 
         self._forward = forward
 

@@ -15,6 +15,7 @@ from ..analyses.influence import (
     DEFAULT_DAMPING,
     DEFAULT_METHOD,
     DEFAULT_TOP_K,
+    EXACT_LIMIT,
     METHODS,
     NEAR_DUPLICATE_COSINE,
     NEAR_DUPLICATE_PIXELS,
@@ -23,14 +24,12 @@ from ..analyses.influence import (
     InfluenceResult,
     LabelIssueRow,
     TestInfluence,
+    agreement_with_exact,
     fit_influence,
-    head_terms,
     label_issues,
     near_duplicates,
     pixel_signature,
-    spearman,
     top_lists,
-    with_bias,
 )
 from ..data import DatasetIndex, discover, load_sample
 from ..errors import input_error
@@ -43,6 +42,7 @@ ENABLE_HINT = (
     "and leakage between training and test."
 )
 REPRODUCE_TOL = 1e-3  # the last layer's W, b must give the model's probabilities to within this
+AGREEMENT_TESTS = 8  # test images shown on which the large-layer solver is checked against the exact solve
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ class InfluenceOptions:
     near_threshold: float = NEAR_DUPLICATE_COSINE  # feature cosine (mean-centred): near-duplicate candidates
     pixel_threshold: float = NEAR_DUPLICATE_PIXELS  # grey 32x32 correlation that confirms a candidate
     label_issues_shown: float = 0.05  # share of the training set shown in the label-issue table (at most 40 rows)
+    exact_limit: int = EXACT_LIMIT  # last-layer parameters up to which if-last solves the Hessian exactly
 
     def validate(self, where: Where) -> None:
         if self.method not in METHODS:
@@ -72,6 +73,8 @@ class InfluenceOptions:
             raise input_error(where("near_threshold"), f"{self.near_threshold} is outside (0, 1]")
         if not 0 < self.pixel_threshold <= 1:
             raise input_error(where("pixel_threshold"), f"{self.pixel_threshold} is outside (0, 1]")
+        if self.exact_limit < 0:
+            raise input_error(where("exact_limit"), f"{self.exact_limit} is negative", expected="0 or more")
         if not 0 < self.label_issues_shown <= 1:
             raise input_error(where("label_issues_shown"), f"{self.label_issues_shown} is outside (0, 1]")
 
@@ -118,11 +121,13 @@ class InfluenceSection(Section):
         if plan is None:
             return InfluenceResult(status="not_enabled", reason=ENABLE_HINT)
         cp, names = ctx.clean, ctx.class_names
-        if cp.features_or_none is None:
+        if cp.features_or_none is None and ctx.model.info.format == "savedmodel":
             note = ctx.model.last_dense()[2]
             return InfluenceResult(
                 status="cannot_run",
-                reason=f"The model gives no penultimate features ({note}); influence on the last layer needs them.",
+                reason=f"The model gives no penultimate features ({note}); influence on the last layer needs them, "
+                "and a SavedModel's layers cannot be read to say whether its last layer is a dense one. Give the "
+                ".keras file of the same model.",
                 train_path=str(plan.path),
             )
         tcp = ctx.model.pass_over(
@@ -132,29 +137,47 @@ class InfluenceSection(Section):
         single = ctx.model.single_output
         method, note = options.method, ""
         if method != "seed":
-            reason = _last_layer_problem(ctx, tcp, single)
+            reason = _last_layer_problem(ctx, tcp, single) if cp.features_or_none is not None else ""
+            if cp.features_or_none is None:
+                reason = (
+                    "The model's last trainable layer is not a dense layer on a feature vector "
+                    f"({ctx.model.last_dense()[2]})"
+                )
             if reason:
                 method, note = "seed", f"{reason}, so the last-layer methods cannot run: seed instead."
         model = fit_influence(
-            tcp.features, tcp.y_true, tcp.probs, method=method, damping=options.damping, binary=single
+            tcp.features,
+            tcp.y_true,
+            tcp.probs,
+            method=method,
+            damping=options.damping,
+            binary=single,
+            exact_limit=options.exact_limit,
         )
         if model.solver == "exact":
             note = f"Exact solve of the damped Hessian ({model.n_params} parameters)."
-        elif model.solver == "ekfac":
+        elif model.solver == "hybrid":
             note = (
-                f"The last layer has {model.n_params} parameters, too many for the exact solve: the Hessian is "
-                "Kronecker-factored (feature covariance x class covariance, with EK-FAC's eigenvalue correction), an "
-                "approximation whose ranking can differ from the exact one."
+                f"The last layer has {model.n_params} parameters, too many for the exact solve: it is solved exactly "
+                f"on the {model.n_top} feature directions that carry the most curvature and through a Kronecker "
+                "factorisation (feature covariance x class covariance, with EK-FAC's eigenvalue correction) on the "
+                "rest, an approximation whose ranking can differ from the exact one."
             )
         chosen, why = _chosen(cp, options)
         lists = top_lists(model, cp.features, cp.y_true, cp.probs, chosen=chosen, k=options.top_k, binary=single)
         agreement = None
-        if model.solver == "exact" and len(chosen):
-            approx = fit_influence(
-                tcp.features, tcp.y_true, tcp.probs, damping=options.damping, solver="ekfac", binary=single
+        if model.solver == "hybrid" and len(chosen):
+            sub = chosen[:AGREEMENT_TESTS]
+            agreement = agreement_with_exact(
+                model,
+                tcp.y_true,
+                tcp.probs,
+                cp.features[sub],
+                cp.y_true[sub],
+                cp.probs[sub],
+                k=options.top_k,
+                binary=single,
             )
-            x_t, r_t = with_bias(cp.features[chosen]), head_terms(cp.y_true[chosen], cp.probs[chosen], binary=single)[0]
-            agreement = spearman(model.scores(x_t, r_t), approx.scores(x_t, r_t))
         self_inf = model.self_scores()
         issues = label_issues(tcp.y_true, tcp.probs, self_inf)
         seconds = time.perf_counter() - t0
@@ -250,8 +273,12 @@ class InfluenceSection(Section):
             near_threshold=options.near_threshold,
             pixel_threshold=options.pixel_threshold,
             n_near_candidates=n_candidates,
+            near_checked=cp.features_or_none is not None,
             seconds=round(seconds, 3),
-            kfac_agreement=agreement,
+            kfac_agreement=None if agreement is None else agreement.spearman,
+            kfac_top_overlap=None if agreement is None else agreement.top_overlap,
+            agreement_tests=0 if agreement is None else agreement.n_test,
+            top_k=options.top_k,
         )
 
     def images(self, result: InfluenceResult) -> dict[str, ImageRef]:
@@ -429,6 +456,8 @@ def _leakage(
                             None,
                         )
                     )
+    if cp.features_or_none is None:  # no features: no near-duplicate candidates (said in the report)
+        return tuple(exact), (), tuple(two), 0
     pairs = near_duplicates(tcp.features, cp.features, threshold=options.near_threshold, limit=max_candidates)
     candidates = [(int(i), int(j), float(c)) for i, j, c in zip(pairs.train, pairs.test, pairs.cosine)]
     candidates = [(i, j, c) for i, j, c in candidates if (i, j) not in exact_pairs]
