@@ -19,9 +19,10 @@ and background) gives the thresholds. Method (:func:`cell_mask`):
    by ``MARGIN`` grey levels", opened with a small disc (3 % of the side); the largest blob is the nucleus.
    None when nothing is that much darker than the surroundings (a blank, unstained or red-cells-only image).
 2. **The cell.** Pixels above the band's 98.5th percentile of ``C`` or its 99.5th percentile of ``D`` (what
-   is more lilac, or darker, than almost all red cells and background), opened with a disc of ``OPEN`` = 10 % of
-   the side (cuts the narrow bridges to touching red cells and platelets); the blobs that meet the nucleus,
-   with the nucleus, closed with the same disc and their holes filled.
+   is more lilac, or darker, than almost all red cells and background; each threshold at least ``FLOOR`` of
+   the way from the band's median to the nucleus's, for images with no red cells in the band), opened with a
+   disc of ``OPEN`` = 10 % of the side (cuts the narrow bridges to touching red cells and platelets); the
+   blobs that meet the nucleus, with the nucleus, closed with the same disc and their holes filled.
 3. **Checks.** A mask whose solidity (area over its convex hull's) is below ``MIN_SOLIDITY`` has leaked (into a
    smudge or a chain of red cells): it is opened again with a larger disc (``CUT`` = 12 %) and kept only if
    then solid enough. A mask covering under ``MIN_AREA`` or over ``MAX_AREA`` of the image is not a cell.
@@ -39,6 +40,7 @@ BAND = 0.12  # width of the border band that samples the surroundings, as a shar
 MARGIN = 20.0  # the nucleus must be this much darker (D, grey levels) than the band's 90th percentile
 C_PCT = 98.5  # cell: above this percentile of the band's cell-colour channel ...
 D_PCT = 99.5  # ... or above this percentile of its darkness
+FLOOR = 0.10  # ... and at least this share of the way from the band's median to the nucleus's
 OPEN = 0.10  # opening/closing disc for the cell, as a share of the side
 CUT = 0.12  # larger opening tried once when the mask leaked
 MIN_SOLIDITY = 0.80
@@ -108,6 +110,13 @@ def _nucleus(rgb: np.ndarray):
     return seed, dark, colour, band, side
 
 
+def _threshold(channel: np.ndarray, band: np.ndarray, seed: np.ndarray, pct: float) -> float:
+    """The band's ``pct`` percentile, but at least ``FLOOR`` of the way from the band's median to the nucleus's
+    (on a flat background the percentile is the background itself, and the smoothed edge would join the cell)."""
+    med = float(np.median(channel[band]))
+    return max(float(np.percentile(channel[band], pct)), med + FLOOR * (float(np.median(channel[seed])) - med))
+
+
 def cell_mask(rgb: np.ndarray) -> np.ndarray | None:
     """Boolean mask (h, w) of the white cell, nucleus and cytoplasm, in an RGB image (uint8 or [0, 255]
     float), or None when segmentation fails. See the module docstring for the method."""
@@ -115,7 +124,7 @@ def cell_mask(rgb: np.ndarray) -> np.ndarray | None:
     if found is None:
         return None
     seed, dark, colour, band, side = found
-    candidate = (colour > np.percentile(colour[band], C_PCT)) | (dark > np.percentile(dark[band], D_PCT))
+    candidate = (colour > _threshold(colour, band, seed, C_PCT)) | (dark > _threshold(dark, band, seed, D_PCT))
     disc = _disc(side, OPEN)
     candidate = cv2.morphologyEx(candidate.astype(np.uint8), cv2.MORPH_OPEN, disc)
     mask = _touching(candidate, seed)
