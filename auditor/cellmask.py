@@ -3,13 +3,14 @@
 The crops this is for (CellaVision-style, e.g. the PBC data set) hold one white cell near the centre, among red
 cells on a pale background. Under Wright-Giemsa or May-Grunwald stain the nucleus is dark purple; the cytoplasm
 is pale lilac (neutrophils, monocytes, lymphocytes), full of orange-red granules (eosinophils) or of dark ones
-(basophils); red cells are pink to grey-lilac, the background cream. Two colour channels carry this, on the RGB
+(basophils); red cells are pink to grey-lilac, the background cream. Three colour channels carry this, on the RGB
 image smoothed with a Gaussian (sigma 1 % of the shorter side):
 
 * darkness ``D = 255 - G``: the nucleus is far darker than anything else (all stains absorb green);
 * cell colour ``C = 0.4 R - G + 0.75 B``: a linear discriminant of white-cell pixels against red-cell and
   background pixels, fitted on the hand-boxed PBC cells that also measure it (below); pale lilac cytoplasm
-  scores above grey-pink red cells.
+  scores above grey-pink red cells;
+* blueness ``B - R``: pale *blue* cytoplasm (lymphocytes, monocytes) is bluer than any red cell.
 
 What the white cell must be compared with is *this* image's surroundings, whatever the stain's shade: the
 border band (the outer ``BAND`` = 12 % of the side on each edge; the cell is centred, so the band is red cells
@@ -20,18 +21,19 @@ and background) gives the thresholds. Method (:func:`cell_mask`):
    median of the darker side is the typical red cell), opened with a small disc (3 % of the side); the largest
    blob is the nucleus. None when nothing is that much darker than the red cells (a blank, unstained or
    red-cells-only image).
-2. **The cell.** Pixels above the band's 98.5th percentile of ``C`` or its 99.5th percentile of ``D`` (what
-   is more lilac, or darker, than almost all red cells and background; each threshold at least ``FLOOR`` of
-   the way from the band's median to the nucleus's, for images with no red cells in the band), opened with a
-   disc of ``OPEN`` = 10 % of the side (cuts the narrow bridges to touching red cells and platelets); the
-   blobs that meet the nucleus, with the nucleus, closed with the same disc and their holes filled.
+2. **The cell.** Pixels above the band's 98.5th percentile of ``C``, or its 99.5th percentile of ``D`` or of
+   ``B - R`` (what is more lilac, darker or bluer than almost all red cells and background; each threshold at
+   least ``FLOOR`` of the way from the band's median to the nucleus's, for images with no red cells in the
+   band), opened with a disc of ``OPEN`` = 10 % of the side (cuts the narrow bridges to touching red cells
+   and platelets); the blobs that meet the nucleus, with the nucleus, closed with the same disc, holes filled.
 3. **Checks.** A mask whose solidity (area over its convex hull's) is below ``MIN_SOLIDITY`` has leaked (into a
    smudge or a chain of red cells): it is opened again with a larger disc (``CUT`` = 12 %) and kept only if
    then solid enough. A mask covering under ``MIN_AREA`` or over ``MAX_AREA`` of the image is not a cell.
    Each failure returns None -- "segmentation failed" for that image -- rather than a guessed outline. A second
    white cell in the border band raises the thresholds; the mask may then fail (2 of 402 PBC images).
 
-Measured against hand-drawn boxes of 50 PBC test images (``tests/data/pbc_cell_boxes.csv``; README "Grad-CAM").
+Measured (``tests/test_cellmask.py``; README "Grad-CAM") against hand-drawn boxes of 50 PBC test images
+(``tests/data/pbc_cell_boxes.csv``) and against the true outlines of synthetic sample-data cells.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ MARGIN = 20.0  # the nucleus must be this much darker (D, grey levels) than the 
 C_PCT = 98.5  # cell: above this percentile of the band's cell-colour channel ...
 D_PCT = 99.5  # ... or above this percentile of its darkness
 FLOOR = 0.10  # ... and at least this share of the way from the band's median to the nucleus's
+B_PCT = 99.5  # ... or above this percentile of its blueness B - R (pale blue cytoplasm)
 OPEN = 0.10  # opening/closing disc for the cell, as a share of the side
 CUT = 0.12  # larger opening tried once when the mask leaked
 MIN_SOLIDITY = 0.80
@@ -113,7 +116,7 @@ def _nucleus(rgb: np.ndarray):
     if n <= 1:
         return None
     seed = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return seed, dark, colour, band, side
+    return seed, dark, colour, band, side, f[..., 2] - f[..., 0]
 
 
 def _threshold(channel: np.ndarray, band: np.ndarray, seed: np.ndarray, pct: float) -> float:
@@ -129,8 +132,9 @@ def cell_mask(rgb: np.ndarray) -> np.ndarray | None:
     found = _nucleus(rgb)
     if found is None:
         return None
-    seed, dark, colour, band, side = found
+    seed, dark, colour, band, side, blue = found
     candidate = (colour > _threshold(colour, band, seed, C_PCT)) | (dark > _threshold(dark, band, seed, D_PCT))
+    candidate |= blue > _threshold(blue, band, seed, B_PCT)
     disc = _disc(side, OPEN)
     candidate = cv2.morphologyEx(candidate.astype(np.uint8), cv2.MORPH_OPEN, disc)
     mask = _touching(candidate, seed)
