@@ -111,10 +111,13 @@ def test_background_leak_model_looks_outside_the_cell(leak):
         f"{np.mean(sample_focus < DEFAULT_FOCUS_THRESHOLD):.2f}, "
         f"leak model {np.mean(leak_focus < DEFAULT_FOCUS_THRESHOLD):.2f}"
     )
+    for t in (0.1, 0.15, 0.2, 0.25):
+        print(f"below {t}: sample {np.mean(sample_focus < t):.2f}, leak {np.mean(leak_focus < t):.2f}")
     assert np.median(sample_focus) > np.median(leak_focus) + 0.15
     # the default threshold flags nearly every map of the leak model, and most of the sample model's pass
-    assert np.mean(leak_focus < DEFAULT_FOCUS_THRESHOLD) >= 0.9  # measured 0.95
-    assert np.mean(sample_focus >= DEFAULT_FOCUS_THRESHOLD) > 0.75
+    assert np.mean(leak_focus < DEFAULT_FOCUS_THRESHOLD) >= 0.9  # measured 0.97 (whole-cell mask, threshold 0.2)
+    assert np.mean(sample_focus >= DEFAULT_FOCUS_THRESHOLD) > 0.75  # measured 0.87
+    assert DEFAULT_FOCUS_THRESHOLD > np.median(areas)  # a flat map must not pass on the typical image
 
 
 @pytest.mark.slow
@@ -123,11 +126,15 @@ def test_sample_model_focus_on_real_pbc():
     if not root:
         pytest.skip("WBC_REAL_DATA is not set (the PBC subset, e.g. /work/shared/data/pbc5)")
     files = [f for c in sorted(Path(root, "test").iterdir()) for f in sorted(c.glob("[!.]*.jpg"))[:10]]
-    focus, _ = _sample_focus(_read(files))
+    focus, masks = _sample_focus(_read(files))
     ok = focus[np.isfinite(focus)]
+    areas = [m.mean() for m in masks if m is not None]
     print(
         f"\nPBC ({len(files)} images, 10 per class): sample model cell focus median {np.median(ok):.3f}, "
         f"mean {ok.mean():.3f}; segmentation failed on {int(np.sum(~np.isfinite(focus)))}; "
-        f"below {DEFAULT_FOCUS_THRESHOLD}: {np.mean(ok < DEFAULT_FOCUS_THRESHOLD):.2f}"
+        f"below {DEFAULT_FOCUS_THRESHOLD}: {np.mean(ok < DEFAULT_FOCUS_THRESHOLD):.2f}; "
+        f"flat map (cell area share) median {np.median(areas):.3f}"
     )
-    assert len(ok) >= len(files) // 2
+    # the whole-cell mask is found on (nearly) every PBC image; the sample model, trained on synthetic cells,
+    # looks mostly around them on real ones (median focus 0.02, below the flat map's 0.10): a measurement
+    assert len(ok) >= len(files) - 2
