@@ -34,23 +34,6 @@ import numpy as np
 from .analyses.sequential import look_schedule, run_elimination, stratified_order
 
 
-def _forward_together(
-    pending: dict[Any, np.ndarray], memo: dict[Any, np.ndarray], forward: Callable[[np.ndarray], np.ndarray], limit: int
-) -> None:
-    """Forward the equally long inputs of ``pending`` in as few calls of at most ``limit`` images as whole inputs
-    allow (an input bigger than ``limit`` goes alone), and put each one's output in ``memo`` under its key."""
-    keys = list(pending)
-    start = 0
-    while start < len(keys):
-        n = len(pending[keys[start]])
-        per_call = max(1, limit // max(1, n))
-        group = keys[start : start + per_call]
-        out = np.asarray(forward(np.concatenate([pending[k] for k in group]) if len(group) > 1 else pending[group[0]]))
-        for j, k in enumerate(group):
-            memo[k] = out[j * n : (j + 1) * n]
-        start += len(group)
-
-
 @dataclass
 class CheckRun:
     """Predictions of each setting on the ordered subsample (prefixes for those stopped early)."""
@@ -86,7 +69,6 @@ def run_settings(
     seed: int = 0,
     on_images: Callable[[int], None] | None = None,
     drop_constant: bool = True,
-    forward_limit: int = 128,
 ) -> CheckRun:
     """Evaluate ``settings`` on a subsample and return their predictions.
 
@@ -103,8 +85,6 @@ def run_settings(
     forward : model input -> (n, k) class probabilities.
     on_images : called with the number of new subsample images at each step (progress).
     drop_constant : drop a setting whose predictions are one class on every image seen (see the module).
-    forward_limit : the most images per ``forward`` call: the inputs of every setting on one batch are forwarded
-        together, in calls of up to ``max(batch_size, forward_limit)`` images (fewer, larger calls).
     """
     settings = list(settings)
     if chosen not in settings:
@@ -135,7 +115,6 @@ def run_settings(
             seen: dict[bytes, list[tuple[Any, np.ndarray]]] = {}
             memo: dict[tuple[Any, Any], np.ndarray] = {}
             rows = np.arange(b1 - b0)
-            pending: dict[tuple[Any, Any], np.ndarray] = {}  # model inputs still to forward, by memo key
             for key, members in groups.items():
                 resized = resize(images, key)
                 canonical[key] = key
@@ -148,14 +127,12 @@ def run_settings(
                     seen[sketch].append((key, resized))
                 for s in members:
                     memo_key = (canonical[key], fkey(s))
-                    if memo_key not in memo and memo_key not in pending:
-                        pending[memo_key] = finish(resized, s)
-            _forward_together(pending, memo, forward, limit=max(batch_size, forward_limit))
-            counter["images"] += len(pending) * (b1 - b0)
-            for s in todo:
-                probs = memo[(canonical[cache_key(s)], fkey(s))]
-                preds[s][b0:b1] = probs.argmax(axis=1)
-                logp[s][b0:b1] = np.log(np.maximum(probs[rows, y_ord[b0:b1]], 1e-300))
+                    if memo_key not in memo:
+                        memo[memo_key] = np.asarray(forward(finish(resized, s)))
+                        counter["images"] += b1 - b0
+                    probs = memo[memo_key]
+                    preds[s][b0:b1] = probs.argmax(axis=1)
+                    logp[s][b0:b1] = np.log(np.maximum(probs[rows, y_ord[b0:b1]], 1e-300))
             if on_images is not None:
                 on_images(b1 - b0)
         return np.stack([preds[settings[i]][start:stop] == y_ord[start:stop] for i in idx])
