@@ -18,6 +18,8 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .analyses import gradcam as cam_analysis
+from .analyses import influence as influence_analysis
 from .config import (
     FLAGS,
     FORMAT_CHOICES,
@@ -199,9 +201,9 @@ class _AuditCommand(click.Command):
 )
 @click.option(
     "--influence-method",
-    default="if-last",
+    default=influence_analysis.DEFAULT_METHOD,
     show_default=True,
-    type=click.Choice(["if-last", "tracin-last", "seed"]),
+    type=click.Choice(influence_analysis.METHODS),
     help="Influence score on the last dense layer: if-last (influence function), tracin-last (gradient dot "
     "product) or seed (the reference study's logit-gradient score).",
 )
@@ -213,9 +215,9 @@ class _AuditCommand(click.Command):
 )
 @click.option(
     "--cam-method",
-    default="gradcam",
+    default=cam_analysis.METHODS[0],
     show_default=True,
-    type=click.Choice(["gradcam", "gradcam++"]),
+    type=click.Choice(cam_analysis.METHODS),
     help="Grad-CAM variant for the explanation panels.",
 )
 @click.option(

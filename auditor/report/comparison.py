@@ -12,10 +12,9 @@ import matplotlib
 
 from ..analyses.comparison import MEASURES, fmt
 from ..data import thumbnail
-from ..errors import AuditFailed
 from . import figures as figmod
-from .render import _environment, templates_dir, write_pdf
-from .write import write_table
+from .render import _environment, templates_dir
+from .write import write_documents, write_table
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from ..compare import ComparisonReport
@@ -135,13 +134,7 @@ def write_comparison_outputs(comparison: ComparisonReport, folder: Path, formats
         (folder / "comparison.json").write_text(text, encoding="utf-8")
     if "html" in formats or "pdf" in formats:
         html = render_comparison_html(comparison, figs, _thumbnails(comparison))
-        if "html" in formats:
-            (folder / "report.html").write_text(html, encoding="utf-8")
-        if "pdf" in formats:
-            try:
-                write_pdf(html, folder / "report.pdf")
-            except Exception as exc:
-                raise AuditFailed(f"report.pdf: WeasyPrint could not lay out the comparison ({exc})") from exc
+        write_documents(html, folder, formats, "the comparison")
 
 
 def load_comparison(path: str | Path) -> ComparisonReport:

@@ -21,6 +21,17 @@ def write_table(path: Path, header: list[str], rows: list[list[str]]) -> None:
         w.writerows(rows)
 
 
+def write_documents(html: str, folder: Path, formats: Sequence[str], what: str) -> None:
+    """``report.html`` and/or ``report.pdf`` from one rendered page (``what`` names it in WeasyPrint's error)."""
+    if "html" in formats:
+        (folder / "report.html").write_text(html, encoding="utf-8")
+    if "pdf" in formats:
+        try:
+            write_pdf(html, folder / "report.pdf")
+        except Exception as exc:
+            raise AuditFailed(f"report.pdf: WeasyPrint could not lay out {what} ({exc})") from exc
+
+
 def write_outputs(report: AuditReport, folder: Path, formats: Sequence[str]) -> None:
     """Every output of one report into ``folder`` (which exists)."""
     art = report.artifacts
@@ -36,10 +47,4 @@ def write_outputs(report: AuditReport, folder: Path, formats: Sequence[str]) -> 
         (folder / "audit.json").write_text(json_text(report), encoding="utf-8")
     if "html" in formats or "pdf" in formats:
         html = render_html(report, figs, make_thumbnails(report, load=thumbnail, encode=figmod.thumbnail_png))
-        if "html" in formats:
-            (folder / "report.html").write_text(html, encoding="utf-8")
-        if "pdf" in formats:
-            try:
-                write_pdf(html, folder / "report.pdf")
-            except Exception as exc:
-                raise AuditFailed(f"report.pdf: WeasyPrint could not lay out the report ({exc})") from exc
+        write_documents(html, folder, formats, "the report")
